@@ -1,0 +1,73 @@
+package omnibox
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrNilTx is returned when a write is given a nil transaction. Writing to the
+// outbox outside a transaction would defeat its purpose, so it is refused.
+var ErrNilTx = errors.New("omnibox: transaction is nil")
+
+// ErrNilDB is returned when a constructor or helper is given a nil *sql.DB.
+var ErrNilDB = errors.New("omnibox: database handle is nil")
+
+// ErrNilStore is returned when a constructor is given a nil store.
+var ErrNilStore = errors.New("omnibox: store is nil")
+
+// ErrNilPublisher is returned by [NewRelay] when given a nil publisher.
+var ErrNilPublisher = errors.New("omnibox: publisher is nil")
+
+// ErrNilConfig is returned by constructors given a nil config pointer. Pass
+// &Config{} to take every default.
+var ErrNilConfig = errors.New("omnibox: config is nil")
+
+// ErrInvalidEvent is wrapped by every validation error about an event (empty
+// topic, oversized payload, malformed ID or metadata). Use errors.Is to test
+// for it and errors.As with *[EventError] to learn which event and why.
+var ErrInvalidEvent = errors.New("omnibox: invalid event")
+
+// ErrPayloadTooLarge is wrapped (together with [ErrInvalidEvent]) when an
+// event's payload is larger than [Config.MaxPayloadBytes].
+var ErrPayloadTooLarge = errors.New("payload too large")
+
+// ErrDuplicateEventID is returned by stores when an event with the same ID is
+// already in the outbox. Stores must wrap it so that errors.Is reports true.
+var ErrDuplicateEventID = errors.New("omnibox: duplicate event ID")
+
+// ErrInvalidIdentifier is returned when a schema or table name from
+// configuration is not a plain SQL identifier. Names are never concatenated
+// into SQL unchecked.
+var ErrInvalidIdentifier = errors.New("omnibox: invalid SQL identifier")
+
+// EventError reports which event of a write was rejected and why. Err wraps
+// [ErrInvalidEvent] and, where it applies, a more specific sentinel such as
+// [ErrPayloadTooLarge].
+type EventError struct {
+	// Index is the position of the event in the write call.
+	Index int
+	// ID is the event's ID, empty when the caller left it empty.
+	ID string
+	// Reason says what is wrong, in words.
+	Reason string
+	// Err is the sentinel behind Reason.
+	Err error
+}
+
+// Error implements error.
+func (e *EventError) Error() string {
+	id := e.ID
+	if id == "" {
+		id = "<generated>"
+	}
+	return fmt.Sprintf("omnibox: invalid event at index %d (id %s): %s", e.Index, id, e.Reason)
+}
+
+// Unwrap returns the sentinels behind the error, so errors.Is works for both
+// [ErrInvalidEvent] and the specific cause.
+func (e *EventError) Unwrap() []error {
+	if e.Err == nil || e.Err == ErrInvalidEvent {
+		return []error{ErrInvalidEvent}
+	}
+	return []error{ErrInvalidEvent, e.Err}
+}

@@ -1,0 +1,204 @@
+package omnibox
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// DefaultMaxPayloadBytes is the default of [Config.MaxPayloadBytes]: 1 MiB,
+// in line with Kafka's default message.max.bytes.
+const DefaultMaxPayloadBytes = 1 << 20
+
+// Config configures an [Outbox]. The zero value takes every default.
+type Config struct {
+	// MaxPayloadBytes is the largest payload accepted. An event over it is
+	// rejected at write time, with nothing written, rather than becoming an
+	// event the broker will never take. Defaults to [DefaultMaxPayloadBytes].
+	MaxPayloadBytes int
+	// MessageKeyFunc derives the event key of a Watermill message written with
+	// [Outbox.WriteMessagesTx] or [Outbox.Publisher]. Defaults to reading the
+	// [MetadataKey] entry of the message's metadata (and storing the metadata
+	// without it).
+	MessageKeyFunc func(topic string, msg *message.Message) (string, error)
+}
+
+func (c *Config) withDefaults() *Config {
+	out := *c
+	out.MaxPayloadBytes = cmp.Or(out.MaxPayloadBytes, DefaultMaxPayloadBytes)
+	return &out
+}
+
+// Validate reports the first setting that is out of range.
+func (c *Config) Validate() error {
+	if c.MaxPayloadBytes < 0 {
+		return fmt.Errorf("omnibox: Config.MaxPayloadBytes must not be negative, got %d", c.MaxPayloadBytes)
+	}
+	return nil
+}
+
+// Outbox writes events into the outbox table inside the caller's
+// transaction. It is safe for concurrent use.
+type Outbox struct {
+	config *Config
+	now    func() time.Time
+	store  Inserter
+}
+
+// New returns an Outbox writing through store (a dialect store such as
+// store/postgres's). config may not be nil; &Config{} takes the defaults.
+func New(store Inserter, config *Config) (*Outbox, error) {
+	if store == nil {
+		return nil, ErrNilStore
+	}
+	if config == nil {
+		return nil, ErrNilConfig
+	}
+	if err := config.Validate(); err != nil {
+		return nil, err
+	}
+	return &Outbox{config: config.withDefaults(), now: time.Now, store: store}, nil
+}
+
+// WriteTx writes events into the outbox through tx, all or none. The events
+// become visible to the relay when tx commits and never if it rolls back, so
+// the business rows written in tx and the events stand or fall together.
+//
+// Events with the same key are relayed in the order they were written. Each
+// event is validated first; the first invalid one fails the whole call with
+// an *[EventError] and nothing is written. Empty IDs are generated (UUIDv7)
+// and zero CreatedAt set to now; the caller's events are not modified.
+// A nil tx returns [ErrNilTx]; a committed or rolled-back tx returns an error
+// wrapping [sql.ErrTxDone].
+func (o *Outbox) WriteTx(ctx context.Context, tx *sql.Tx, events ...Event) error {
+	if tx == nil {
+		return ErrNilTx
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	prepared := make([]Event, len(events))
+	now := o.now()
+	for i, e := range events {
+		p, err := e.prepare(i, o.config.MaxPayloadBytes, now)
+		if err != nil {
+			return err
+		}
+		prepared[i] = p
+	}
+	if err := o.store.Insert(ctx, tx, InsertParams{Events: prepared}); err != nil {
+		return fmt.Errorf("omnibox: writing %d event(s): %w", len(prepared), err)
+	}
+	return nil
+}
+
+// WriteMessagesTx writes Watermill messages into the outbox through tx, to be
+// published on topic; see [Outbox.WriteTx] for the transaction semantics.
+// Each message's UUID becomes the event ID (when empty, one is generated and
+// assigned to msg.UUID), its payload and metadata are kept as they are, and
+// its key comes from [Config.MessageKeyFunc].
+func (o *Outbox) WriteMessagesTx(ctx context.Context, tx *sql.Tx, topic string, msgs ...*message.Message) error {
+	if tx == nil {
+		return ErrNilTx
+	}
+	events := make([]Event, len(msgs))
+	for i, msg := range msgs {
+		if msg == nil {
+			return &EventError{Index: i, Reason: "message is nil", Err: ErrInvalidEvent}
+		}
+		ev, err := o.messageToEvent(topic, msg)
+		if err != nil {
+			return &EventError{Index: i, ID: msg.UUID, Reason: err.Error(), Err: ErrInvalidEvent}
+		}
+		events[i] = ev
+	}
+	for i := range events {
+		if events[i].ID == "" {
+			id, err := newEventID()
+			if err != nil {
+				return err
+			}
+			events[i].ID = id
+		}
+	}
+	if err := o.WriteTx(ctx, tx, events...); err != nil {
+		return err
+	}
+	for i, msg := range msgs {
+		msg.UUID = events[i].ID
+	}
+	return nil
+}
+
+func (o *Outbox) messageToEvent(topic string, msg *message.Message) (Event, error) {
+	md := maps.Clone(map[string]string(msg.Metadata))
+	var key string
+	if o.config.MessageKeyFunc != nil {
+		k, err := o.config.MessageKeyFunc(topic, msg)
+		if err != nil {
+			return Event{}, fmt.Errorf("MessageKeyFunc: %w", err)
+		}
+		key = k
+	} else {
+		key = md[MetadataKey]
+	}
+	delete(md, MetadataKey)
+	return Event{ID: msg.UUID, Topic: topic, Key: key, Payload: msg.Payload, Metadata: md}, nil
+}
+
+// Publisher returns a Watermill [message.Publisher] that writes into the
+// outbox through tx, so code written against Watermill publishes
+// transactionally without change. Publish runs [Outbox.WriteMessagesTx] with
+// a background context; Close does nothing (the transaction is the caller's).
+func (o *Outbox) Publisher(tx *sql.Tx) message.Publisher {
+	return &txPublisher{outbox: o, tx: tx}
+}
+
+type txPublisher struct {
+	outbox *Outbox
+	tx     *sql.Tx
+}
+
+func (p *txPublisher) Publish(topic string, msgs ...*message.Message) error {
+	return p.outbox.WriteMessagesTx(context.Background(), p.tx, topic, msgs...)
+}
+
+func (p *txPublisher) Close() error { return nil }
+
+// InTx runs fn in a transaction on db: it begins the transaction (with opts,
+// which may be nil), calls fn, and commits when fn returns nil. When fn
+// returns an error the transaction is rolled back and that error returned;
+// when fn panics it is rolled back and the panic goes on. For code that has no
+// unit-of-work helper of its own.
+func (o *Outbox) InTx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(ctx context.Context, tx *sql.Tx) error) (err error) {
+	if db == nil {
+		return ErrNilDB
+	}
+	tx, err := db.BeginTx(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("omnibox: begin: %w", err)
+	}
+	committed := false
+	defer func() {
+		if committed {
+			return
+		}
+		if rbErr := tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) && err != nil {
+			err = errors.Join(err, fmt.Errorf("omnibox: rollback: %w", rbErr))
+		}
+	}()
+	if err := fn(ctx, tx); err != nil {
+		return err
+	}
+	committed = true
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("omnibox: commit: %w", err)
+	}
+	return nil
+}
