@@ -42,8 +42,10 @@ type Event struct {
 	// events in the outbox.
 	ID string
 	// Key orders events: events with the same non-empty key reach the broker in
-	// the order their transactions committed (for Kafka, the key becomes the
-	// record key and so picks the partition). Empty means no ordering with
+	// the order they were written, when written in one transaction or by
+	// transactions that commit one after another (concurrent transactions
+	// writing one key have no defined order). For Kafka the key becomes the
+	// record key and so picks the partition. Empty means no ordering with
 	// respect to other events.
 	Key string
 	// Metadata travels with the event (as Watermill metadata; Kafka headers).
@@ -64,7 +66,7 @@ func (e Event) prepare(index int, maxPayload int, now time.Time) (Event, error) 
 		return Event{}, &EventError{Index: index, ID: e.ID, Reason: reason, Err: sentinel}
 	}
 	if e.ID == "" {
-		id, err := newEventID()
+		id, err := NewEventID()
 		if err != nil {
 			return Event{}, err
 		}
@@ -118,7 +120,7 @@ func validText(s string) bool {
 
 // newEventID returns a new UUIDv7: unique, and ordered by time, which keeps
 // the stores' unique index on the ID compact.
-func newEventID() (string, error) {
+func NewEventID() (string, error) {
 	id, err := uuid.NewV7()
 	if err != nil {
 		return "", fmt.Errorf("omnibox: generating event ID: %w", err)

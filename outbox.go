@@ -120,7 +120,7 @@ func (o *Outbox) WriteMessagesTx(ctx context.Context, tx *sql.Tx, topic string, 
 	}
 	for i := range events {
 		if events[i].ID == "" {
-			id, err := newEventID()
+			id, err := NewEventID()
 			if err != nil {
 				return err
 			}

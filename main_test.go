@@ -1,0 +1,15 @@
+package omnibox_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// database/sql keeps a connection opener per *sql.DB until Close;
+		// lib/pq and pgx have none of their own.
+		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
+	)
+}
