@@ -12,15 +12,20 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
-// DefaultMaxPayloadBytes is the default of [Config.MaxPayloadBytes]: 1 MiB,
-// in line with Kafka's default message.max.bytes.
-const DefaultMaxPayloadBytes = 1 << 20
+// DefaultMaxPayloadBytes is the default of [Config.MaxPayloadBytes]:
+// 1,000,000 bytes. A Kafka broker's default message.max.bytes (1,048,588)
+// bounds a whole record batch; this leaves about 48 KiB of it for the key,
+// the metadata headers and the record overhead, so an event the outbox
+// accepts with modest metadata is one a default broker accepts too.
+const DefaultMaxPayloadBytes = 1_000_000
 
 // Config configures an [Outbox]. The zero value takes every default.
 type Config struct {
 	// MaxPayloadBytes is the largest payload accepted. An event over it is
 	// rejected at write time, with nothing written, rather than becoming an
-	// event the broker will never take. Defaults to [DefaultMaxPayloadBytes].
+	// event the broker will never take. Raise it together with the broker's
+	// limit (Kafka: message.max.bytes, and the producer's MaxMessageBytes).
+	// Defaults to [DefaultMaxPayloadBytes].
 	MaxPayloadBytes int
 	// MessageKeyFunc derives the event key of a Watermill message written with
 	// [Outbox.WriteMessagesTx] or [Outbox.Publisher]. Defaults to reading the

@@ -271,7 +271,7 @@ func Run(t *testing.T, h Harness, f Features) {
 		)
 		for w := range workers {
 			wg.Go(func() {
-				errs <- func() error {
+				err := func() error {
 					for i := 0; delivered.Load() < total; i++ {
 						if err := ctx.Err(); err != nil {
 							return fmt.Errorf("worker %d: %d of %d delivered: %w", w, delivered.Load(), total, err)
@@ -306,6 +306,10 @@ func Run(t *testing.T, h Harness, f Features) {
 					}
 					return nil
 				}()
+				if err != nil {
+					cancel() // the others stop too, instead of waiting for the timeout
+				}
+				errs <- err
 			})
 		}
 		wg.Wait()

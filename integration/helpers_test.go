@@ -1,0 +1,191 @@
+package integration
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"maps"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/stretchr/testify/require"
+
+	"github.com/omnibox-go/omnibox"
+	"github.com/omnibox-go/omnibox/internal/dbtest"
+	"github.com/omnibox-go/omnibox/internal/kafkatest"
+	"github.com/omnibox-go/omnibox/publisher"
+	"github.com/omnibox-go/omnibox/store/postgres"
+)
+
+// received is one message as the Kafka consumer saw it.
+type received struct {
+	Key       string
+	Metadata  map[string]string
+	Partition int32
+	Payload   []byte
+	UUID      string
+}
+
+// collector consumes a topic with a watermill-kafka subscriber (a consumer
+// group reading from the oldest offset) and keeps every message.
+type collector struct {
+	mu   sync.Mutex
+	msgs []received
+}
+
+func startCollector(t *testing.T, brokers []string, topic string) *collector {
+	t.Helper()
+	cfg := kafka.DefaultSaramaSubscriberConfig()
+	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
+	sub, err := kafka.NewSubscriber(kafka.SubscriberConfig{
+		Brokers:               brokers,
+		ConsumerGroup:         "omnibox-it-" + topic,
+		OverwriteSaramaConfig: cfg,
+		Unmarshaler:           publisher.KafkaMarshaler{},
+	}, watermill.NopLogger{})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	msgs, err := sub.Subscribe(ctx, topic)
+	require.NoError(t, err)
+	c := &collector{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for m := range msgs {
+			key, _ := kafka.MessageKeyFromCtx(m.Context())
+			part, _ := kafka.MessagePartitionFromCtx(m.Context())
+			md := maps.Clone(map[string]string(m.Metadata))
+			delete(md, omnibox.MetadataKey)
+			c.mu.Lock()
+			c.msgs = append(c.msgs, received{Key: string(key), Metadata: md, Partition: part, Payload: m.Payload, UUID: m.UUID})
+			c.mu.Unlock()
+			m.Ack()
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		_ = sub.Close()
+		<-done
+	})
+	return c
+}
+
+func (c *collector) snapshot() []received {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]received(nil), c.msgs...)
+}
+
+func (c *collector) uniqueCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := make(map[string]struct{}, len(c.msgs))
+	for _, m := range c.msgs {
+		seen[m.UUID] = struct{}{}
+	}
+	return len(seen)
+}
+
+// waitUnique waits until the collector has seen n distinct message IDs.
+func (c *collector) waitUnique(t *testing.T, n int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for c.uniqueCount() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer saw %d distinct messages of %d within %s", c.uniqueCount(), n, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// env is a PostgreSQL schema with the outbox migrated, an orders table for
+// the business rows, and a Kafka cluster with a fresh topic.
+type env struct {
+	brokers []string
+	db      *sql.DB
+	outbox  *omnibox.Outbox
+	schema  string
+	store   *postgres.Store
+	topic   string
+}
+
+func setupEnv(t *testing.T, driver string) *env {
+	t.Helper()
+	ctx := context.Background()
+	db, schema := dbtest.Postgres(t, driver)
+	store, err := postgres.New(&postgres.Config{Schema: schema})
+	require.NoError(t, err)
+	require.NoError(t, store.Migrate(ctx, db))
+	_, err = db.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE %s.orders (id bigserial PRIMARY KEY, customer text NOT NULL, amount int NOT NULL)`, schema))
+	require.NoError(t, err)
+	ob, err := omnibox.New(store, &omnibox.Config{})
+	require.NoError(t, err)
+	brokers := kafkatest.Brokers(t)
+	topic := "omnibox_it_" + schema
+	kafkatest.CreateTopic(t, brokers, topic, 4)
+	return &env{brokers: brokers, db: db, outbox: ob, schema: schema, store: store, topic: topic}
+}
+
+func (e *env) newKafkaPublisher(t *testing.T) *publisher.Kafka {
+	t.Helper()
+	pub, err := publisher.NewKafka(&publisher.KafkaConfig{Brokers: e.brokers})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+	return pub
+}
+
+// writeOrder inserts an order row and its events in one transaction, then
+// commits it or, when rollback is set, rolls it back.
+func (e *env) writeOrder(ctx context.Context, customer string, events []omnibox.Event, rollback bool) error {
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`INSERT INTO %s.orders (customer, amount) VALUES ($1, $2)`, e.schema), customer, len(events)); err != nil {
+		return err
+	}
+	if err := e.outbox.WriteTx(ctx, tx, events...); err != nil {
+		return err
+	}
+	if rollback {
+		return tx.Rollback()
+	}
+	return tx.Commit()
+}
+
+func (e *env) pending(t *testing.T) int64 {
+	t.Helper()
+	n, err := e.store.Pending(context.Background(), e.db)
+	require.NoError(t, err)
+	return n
+}
+
+// checkKeyOrder checks that, for every key, the first deliveries of its
+// events come in the order of want (the committed order), and returns how
+// many deliveries were duplicates.
+func checkKeyOrder(t *testing.T, got []received, want map[string][]string) (duplicates int) {
+	t.Helper()
+	seen := map[string]bool{}
+	firsts := map[string][]string{}
+	for _, m := range got {
+		if seen[m.UUID] {
+			duplicates++
+			continue
+		}
+		seen[m.UUID] = true
+		firsts[m.Key] = append(firsts[m.Key], m.UUID)
+	}
+	for key, ids := range want {
+		require.Equal(t, ids, firsts[key], "events of key %q out of order or missing", key)
+	}
+	require.Len(t, firsts, len(want), "messages with unexpected keys")
+	return duplicates
+}
+
+var _ message.Publisher = (*publisher.Kafka)(nil)
