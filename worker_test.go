@@ -191,9 +191,13 @@ func TestRelayRunStopsAndRejectsSecondRun(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() { done <- relay.Run(context.Background()) }()
+	// Drain, unlike a second Run, returns at once when the relay is idle, so
+	// it can poll for Run having started.
 	require.Eventually(t, func() bool {
-		return errors.Is(relay.Run(context.Background()), omnibox.ErrRelayRunning)
+		_, err := relay.Drain(context.Background())
+		return errors.Is(err, omnibox.ErrRelayRunning)
 	}, 5*time.Second, time.Millisecond)
+	require.ErrorIs(t, relay.Run(context.Background()), omnibox.ErrRelayRunning)
 
 	// Events written while it runs are relayed; Notify wakes it early.
 	b.write(t, omnibox.Event{Topic: "t", Payload: []byte("live")})

@@ -299,7 +299,7 @@ func TestKafka_Publish_Errors(t *testing.T) {
 		b := setup(t, &publisher.KafkaConfig{})
 		topic := kafkatest.NewTopic(t, b.brokers, 2)
 		msgs := events("large", 3, 1)
-		msgs[1].Payload = make([]byte, omnibox.DefaultMaxPayloadBytes)
+		msgs[1].Payload = make([]byte, publisher.DefaultMaxMessageBytes)
 		err := b.kafka.Publish(topic, msgs...)
 		require.ErrorIs(t, err, publisher.ErrMessageTooLarge)
 		require.Zero(t, totalRecords(topicOffsets(t, b.brokers, topic)))
@@ -313,6 +313,16 @@ func TestKafka_Publish_Errors(t *testing.T) {
 		require.NoError(t, b.kafka.Publish(topic, msgs...))
 		msgs[1].Payload = append(msgs[1].Payload, 0)
 		require.ErrorIs(t, b.kafka.Publish(topic, msgs...), publisher.ErrMessageTooLarge)
+
+		// Whatever the outbox accepts by default, with a key and a few
+		// kilobytes of metadata, the publisher and a default broker accept.
+		largest := omnibox.ToMessage(omnibox.Event{
+			ID:       "largest",
+			Key:      strings.Repeat("k", omnibox.MaxKeyLen),
+			Metadata: map[string]string{"trace": strings.Repeat("t", 4096), "type": "LargestAccepted"},
+			Payload:  make([]byte, omnibox.DefaultMaxPayloadBytes),
+		})
+		require.NoError(t, b.kafka.Publish(topic, largest))
 	})
 
 	t.Run("Closed", func(t *testing.T) {
@@ -385,7 +395,7 @@ func TestKafka_BatchOfSmallMessagesOnOnePartition(t *testing.T) {
 	// batches of small messages that a default broker refuses.
 	if os.Getenv(kafkatest.BrokersEnv) == "" {
 		raised := publisher.DefaultKafkaSaramaConfig()
-		raised.Producer.MaxMessageBytes = omnibox.DefaultMaxPayloadBytes + 64<<10
+		raised.Producer.MaxMessageBytes = publisher.DefaultMaxMessageBytes + 64<<10
 		// Let the producer fill a batch up to the limit before it sends.
 		raised.Producer.Flush.Frequency = 200 * time.Millisecond
 		k, err := publisher.NewKafka(&publisher.KafkaConfig{Brokers: b.brokers, OverwriteSaramaConfig: raised})
