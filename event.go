@@ -33,7 +33,8 @@ const (
 // relayed to the broker after that transaction commits.
 type Event struct {
 	// CreatedAt is when the event was written. Left zero, it is set to the
-	// current time, truncated to microseconds (the precision the stores keep).
+	// current time. It is truncated to microseconds (the precision the stores
+	// keep) and must fall within the years 1000 to 9999 (MySQL's range).
 	CreatedAt time.Time
 	// ID identifies the event for its whole life: it becomes the Watermill
 	// message UUID, which consumers use to deduplicate. Left empty, a UUIDv7 is
@@ -104,6 +105,9 @@ func (e Event) prepare(index int, maxPayload int, now time.Time) (Event, error) 
 	}
 	if e.CreatedAt.IsZero() {
 		e.CreatedAt = now
+	}
+	if y := e.CreatedAt.UTC().Year(); y < 1000 || y > 9999 {
+		return fail(fmt.Sprintf("CreatedAt %s is outside the years 1000 to 9999 that every store can hold", e.CreatedAt.UTC().Format(time.RFC3339)), ErrInvalidEvent)
 	}
 	e.CreatedAt = e.CreatedAt.Truncate(time.Microsecond).UTC()
 	if e.Payload == nil {

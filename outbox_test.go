@@ -97,6 +97,7 @@ func TestWriteTxRejectsBadInput(t *testing.T) {
 		{"long ID", omnibox.Event{Topic: "t", ID: strings.Repeat("x", omnibox.MaxIDLen+1)}, omnibox.ErrInvalidEvent, "ID is 129 bytes long"},
 		{"invalid UTF-8 key", omnibox.Event{Topic: "t", Key: "\xff"}, omnibox.ErrInvalidEvent, "key is not valid UTF-8"},
 		{"NUL in metadata", omnibox.Event{Topic: "t", Metadata: map[string]string{"a": "b\x00"}}, omnibox.ErrInvalidEvent, `metadata value of "a"`},
+		{"CreatedAt out of range", omnibox.Event{Topic: "t", CreatedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}, omnibox.ErrInvalidEvent, "outside the years 1000 to 9999"},
 		{"reserved metadata", omnibox.Event{Topic: "t", Metadata: map[string]string{omnibox.MetadataKey: "k"}}, omnibox.ErrInvalidEvent, "reserved"},
 	}
 	for _, tc := range cases {

@@ -1,0 +1,487 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"testing/fstest"
+	"text/template"
+	"time"
+
+	"github.com/omnibox-go/omnibox"
+)
+
+// Migration is one step of the outbox tables' schema, its SQL rendered for
+// the store's database and table names. Up and Down may each hold several
+// statements, every one ending with a semicolon: [Store.Migrate] runs them
+// one at a time, and a migration tool must run a file as a multi-statement
+// script (with golang-migrate, open the database with multiStatements=true).
+type Migration struct {
+	// Down reverts the step.
+	Down string
+	// Name describes the step, as in its file name ("create_outbox").
+	Name string
+	// Up applies the step. Each of its statements is idempotent (CREATE
+	// TABLE IF NOT EXISTS and the like), so a step that failed half way can
+	// simply be run again.
+	Up string
+	// Version orders the steps, from 1.
+	Version int
+}
+
+//go:embed migration/*.sql
+var migrationFiles embed.FS
+
+// templateData are the names a migration template may use, each already
+// validated and quoted.
+type templateData struct {
+	// EventIDKey names the unique key on event_id.
+	EventIDKey string
+	// LockTable is the quoted, qualified claim lock table.
+	LockTable string
+	// MetadataCheck names the CHECK constraint on metadata (CHECK constraint
+	// names are unique per database in MySQL).
+	MetadataCheck string
+	// Table is the quoted, qualified outbox table.
+	Table string
+}
+
+// migrationTemplates are the parsed files of migrationFiles, by file name.
+var migrationTemplates = template.Must(template.New("").Option("missingkey=error").ParseFS(migrationFiles, "migration/*.sql"))
+
+// renderMigrations renders every migration file for names, in version order.
+func renderMigrations(names templateData) ([]Migration, error) {
+	files, err := fs.Glob(migrationFiles, "migration/*.up.sql")
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(files)
+	migrations := make([]Migration, 0, len(files))
+	for _, file := range files {
+		base := strings.TrimSuffix(path.Base(file), ".up.sql")
+		v, name, ok := strings.Cut(base, "_")
+		version, err := strconv.Atoi(v)
+		if !ok || err != nil || version <= 0 {
+			return nil, fmt.Errorf("mysql: bad migration file name %q", file)
+		}
+		m := Migration{Name: name, Version: version}
+		if m.Up, err = render(base+".up.sql", names); err != nil {
+			return nil, err
+		}
+		if m.Down, err = render(base+".down.sql", names); err != nil {
+			return nil, err
+		}
+		migrations = append(migrations, m)
+	}
+	return migrations, nil
+}
+
+func render(file string, names templateData) (string, error) {
+	var b strings.Builder
+	if err := migrationTemplates.ExecuteTemplate(&b, file, names); err != nil {
+		return "", fmt.Errorf("mysql: rendering migration %s: %w", file, err)
+	}
+	return b.String(), nil
+}
+
+// splitStatements splits a migration script into its statements, at the
+// semicolons outside comments, quoted strings and quoted identifiers.
+// Statements that hold nothing but comments and space are dropped (the
+// server rejects an empty query).
+func splitStatements(script string) []string {
+	var (
+		stmts   []string
+		start   int
+		content bool // the current statement has more than comments
+	)
+	flush := func(end int) {
+		if content {
+			stmts = append(stmts, strings.TrimSpace(script[start:end]))
+		}
+		start, content = end+1, false
+	}
+	for i := 0; i < len(script); i++ {
+		switch c := script[i]; {
+		case c == '#', c == '-' && lineComment(script[i:]):
+			if j := strings.IndexByte(script[i:], '\n'); j >= 0 {
+				i += j
+			} else {
+				i = len(script)
+			}
+		case c == '/' && strings.HasPrefix(script[i:], "/*"):
+			if j := strings.Index(script[i+2:], "*/"); j >= 0 {
+				i += j + 3
+			} else {
+				i = len(script)
+			}
+		case c == '\'' || c == '"' || c == '`':
+			content = true
+			for i++; i < len(script) && script[i] != c; i++ {
+				if script[i] == '\\' && c != '`' {
+					i++
+				}
+			}
+		case c == ';':
+			flush(i)
+		case c != ' ' && c != '\t' && c != '\n' && c != '\r':
+			content = true
+		}
+	}
+	flush(len(script))
+	return stmts
+}
+
+// lineComment reports whether s starts with a "--" comment, which MySQL
+// recognizes only when a space or control character (or the end) follows.
+func lineComment(s string) bool {
+	return strings.HasPrefix(s, "--") && (len(s) == 2 || s[2] <= ' ')
+}
+
+// Migrations returns the migrations of the outbox tables, rendered for the
+// configured database and table, in version order. Apply them with
+// [Store.Migrate] or with any migration tool.
+func (s *Store) Migrations() []Migration {
+	return slices.Clone(s.migrations)
+}
+
+// MigrationFS returns the migrations as files in the layout of
+// golang-migrate (and goose and most other tools): for each version,
+// NNNN_name.up.sql and NNNN_name.down.sql at the root, rendered for the
+// configured database and table. Each call returns a new file system. The
+// files hold several statements each: golang-migrate's MySQL driver runs
+// them only on a connection opened with multiStatements=true.
+func (s *Store) MigrationFS() fs.FS {
+	fsys := make(fstest.MapFS, 2*len(s.migrations))
+	for _, m := range s.migrations {
+		base := fmt.Sprintf("%04d_%s", m.Version, m.Name)
+		fsys[base+".up.sql"] = &fstest.MapFile{Data: []byte(m.Up), Mode: 0o444}
+		fsys[base+".down.sql"] = &fstest.MapFile{Data: []byte(m.Down), Mode: 0o444}
+	}
+	return fsys
+}
+
+// migrationsSQL are the statements on the table that records the applied
+// migrations (Table + "_migrations", in the same database).
+type migrationsSQL struct {
+	create string
+	insert string
+	list   string
+}
+
+func newMigrationsSQL(table string) migrationsSQL {
+	return migrationsSQL{
+		create: "CREATE TABLE IF NOT EXISTS " + table + ` (
+    version    INT          NOT NULL,
+    name       VARCHAR(255) NOT NULL,
+    applied_at DATETIME(6)  NOT NULL,
+    PRIMARY KEY (version)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin`,
+		insert: "INSERT INTO " + table + " (version, name, applied_at) VALUES (?, ?, UTC_TIMESTAMP(6))",
+		list:   "SELECT version FROM " + table,
+	}
+}
+
+// migrateLockWait is how long one GET_LOCK call waits, in seconds; Migrate
+// calls it again until it gets the lock or its context ends.
+const migrateLockWait = 1
+
+// Migrate brings the outbox tables up to date. MySQL's DDL is not
+// transactional (each statement commits on its own), so Migrate works on
+// one connection taken from db's pool:
+//
+//  1. It checks the server (MySQL 8.0.16 or later, MariaDB 10.6 or later)
+//     and the session: a current database when [Config.Database] is empty,
+//     a utf8mb4 connection character set and autocommit on. Each failed
+//     check returns an error that says how to fix the DSN.
+//  2. It takes the named lock GET_LOCK("omnibox_migrate_<hash of database
+//     and table>"), waiting for as long as ctx allows, so that processes
+//     that migrate at once run one after the other.
+//  3. It creates the migrations table (Table + "_migrations") when
+//     missing, then runs the statements of each migration not recorded
+//     there, one at a time (multiStatements is never needed), in order,
+//     and records it. Every statement is idempotent, so a migration that
+//     failed half way (a crash, a lost connection) is completed by the next
+//     Migrate.
+//  4. It checks that the tables use InnoDB (the claim relies on its row
+//     locks and transactions), then releases the lock with RELEASE_LOCK
+//     before the connection goes back to the pool; a connection whose lock
+//     could not be released is closed instead.
+//
+// Migrate is idempotent. The database must exist. A nil db returns
+// [omnibox.ErrNilDB].
+func (s *Store) Migrate(ctx context.Context, db *sql.DB) error {
+	if db == nil {
+		return omnibox.ErrNilDB
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("mysql: migrate %s: connecting: %w", s.tableName, err)
+	}
+	defer func() { _ = conn.Close() }()
+	if err := s.migrate(ctx, conn); err != nil {
+		return fmt.Errorf("mysql: migrate %s: %w", s.tableName, err)
+	}
+	return nil
+}
+
+func (s *Store) migrate(ctx context.Context, conn *sql.Conn) error {
+	database, err := s.checkServer(ctx, conn)
+	if err != nil {
+		return err
+	}
+	lockName := migrateLockName(database, s.tableBare)
+	if err := getLock(ctx, conn, lockName); err != nil {
+		return err
+	}
+	defer releaseLock(ctx, conn, lockName)
+
+	if _, err := conn.ExecContext(ctx, s.migrationsSQL.create); err != nil {
+		return fmt.Errorf("creating the migrations table: %w", err)
+	}
+	applied, err := s.appliedVersions(ctx, conn)
+	if err != nil {
+		return err
+	}
+	for _, m := range s.migrations {
+		if applied[m.Version] {
+			continue
+		}
+		for _, stmt := range splitStatements(m.Up) {
+			if _, err := conn.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("applying migration %d (%s): %w", m.Version, m.Name, err)
+			}
+		}
+		if _, err := conn.ExecContext(ctx, s.migrationsSQL.insert, m.Version, m.Name); err != nil {
+			return fmt.Errorf("recording migration %d (%s): %w", m.Version, m.Name, err)
+		}
+	}
+	// Restore the claim lock row should it have been deleted: without it
+	// every claim fails.
+	if _, err := conn.ExecContext(ctx, "INSERT INTO "+s.lockTable+" (id) VALUES (1) ON DUPLICATE KEY UPDATE id = id"); err != nil {
+		return fmt.Errorf("restoring the claim lock row: %w", err)
+	}
+	return s.checkEngines(ctx, conn, database)
+}
+
+// checkServer checks the server version and the session's settings, and
+// returns the database holding the tables.
+func (s *Store) checkServer(ctx context.Context, conn *sql.Conn) (string, error) {
+	var (
+		version    string
+		current    sql.NullString
+		sess       session
+		autocommit int64
+	)
+	if err := conn.QueryRowContext(ctx, "SELECT VERSION(), DATABASE(), @@character_set_client, @@character_set_connection, @@character_set_results, @@autocommit").
+		Scan(&version, &current, &sess.charsetClient, &sess.charsetConnection, &sess.charsetResults, &autocommit); err != nil {
+		return "", fmt.Errorf("reading the server's version and session settings: %w", err)
+	}
+	if err := checkVersion(version); err != nil {
+		return "", err
+	}
+	sess.autocommit = autocommit == 1
+	if err := sess.check(); err != nil {
+		return "", err
+	}
+	database := s.database
+	if database == "" {
+		if !current.Valid || current.String == "" {
+			return "", errors.New("no database selected: name one in the DSN (user@tcp(host:3306)/dbname) or set Config.Database")
+		}
+		database = current.String
+	}
+	return database, nil
+}
+
+// checkVersion accepts MySQL 8.0.16 and later and MariaDB 10.6 and later,
+// the versions with FOR UPDATE SKIP LOCKED, expression defaults and
+// enforced CHECK constraints. A version it cannot read fully is accepted
+// when its major and minor numbers qualify.
+func checkVersion(version string) error {
+	nums := make([]int, 0, 3)
+	for _, part := range strings.SplitN(version, ".", 3) {
+		end := strings.IndexFunc(part, func(r rune) bool { return r < '0' || r > '9' })
+		if end == 0 {
+			break
+		}
+		if end > 0 {
+			part = part[:end]
+		}
+		n, err := strconv.Atoi(part)
+		if err != nil {
+			break
+		}
+		nums = append(nums, n)
+		if end > 0 {
+			break
+		}
+	}
+	if len(nums) < 2 {
+		return fmt.Errorf("cannot read the server version %q", version)
+	}
+	atLeast := func(want ...int) bool {
+		for i, w := range want {
+			if i >= len(nums) {
+				return true // unknown patch level: assume it qualifies
+			}
+			if nums[i] != w {
+				return nums[i] > w
+			}
+		}
+		return true
+	}
+	if strings.Contains(strings.ToLower(version), "mariadb") {
+		if !atLeast(10, 6) {
+			return fmt.Errorf("MariaDB %s is not supported: the outbox needs MariaDB 10.6 or later (FOR UPDATE SKIP LOCKED)", version)
+		}
+		return nil
+	}
+	if !atLeast(8, 0, 16) {
+		return fmt.Errorf("MySQL %s is not supported: the outbox needs MySQL 8.0.16 or later (FOR UPDATE SKIP LOCKED, expression defaults, CHECK constraints)", version)
+	}
+	return nil
+}
+
+// session holds the session settings the store depends on.
+type session struct {
+	autocommit        bool
+	charsetClient     sql.NullString
+	charsetConnection sql.NullString
+	charsetResults    sql.NullString
+}
+
+// check reports a setting of the session that the store cannot work with,
+// and how to fix it.
+func (s session) check() error {
+	if !s.autocommit {
+		return errors.New("autocommit is off on the connection, so statements outside transactions would never commit: " +
+			"remove autocommit=0 (or false) from the DSN and from the server's init_connect")
+	}
+	// Results may also come unconverted (character_set_results NULL or
+	// binary): they are then the stored utf8mb4 bytes.
+	results := s.charsetResults.String
+	if s.charsetClient.String != "utf8mb4" || s.charsetConnection.String != "utf8mb4" ||
+		(results != "" && results != "utf8mb4" && results != "binary") {
+		return fmt.Errorf("the connection's character set is not utf8mb4 (character_set_client=%s, character_set_connection=%s, character_set_results=%s), "+
+			"so text would not round-trip exactly: remove charset= from the DSN (the driver defaults to utf8mb4) or set charset=utf8mb4, "+
+			"and use no collation= of another character set",
+			s.charsetClient.String, s.charsetConnection.String, orNULL(s.charsetResults))
+	}
+	return nil
+}
+
+func orNULL(s sql.NullString) string {
+	if !s.Valid {
+		return "NULL"
+	}
+	return s.String
+}
+
+// migrateLockName returns the GET_LOCK name of the migrations of the table
+// in database. Lock names are server-wide and at most 64 characters, so the
+// qualified name is hashed.
+func migrateLockName(database, table string) string {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(database + "." + table))
+	return "omnibox_migrate_" + hex.EncodeToString(h.Sum(nil))
+}
+
+// getLock takes the named lock for conn's session, waiting as long as ctx
+// allows.
+func getLock(ctx context.Context, conn *sql.Conn, name string) error {
+	for {
+		var got sql.NullInt64
+		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, ?)", name, migrateLockWait).Scan(&got); err != nil {
+			return fmt.Errorf("taking the migration lock %s: %w", name, err)
+		}
+		switch {
+		case !got.Valid:
+			return fmt.Errorf("taking the migration lock %s: GET_LOCK returned NULL", name)
+		case got.Int64 == 1:
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("taking the migration lock %s: %w", name, err)
+		}
+	}
+}
+
+// releaseLock releases the named lock of conn's session. When it cannot, it
+// makes database/sql close the connection rather than return it to the
+// pool: the server releases a session's locks when the session ends.
+func releaseLock(ctx context.Context, conn *sql.Conn, name string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var released sql.NullInt64
+	err := conn.QueryRowContext(ctx, "SELECT RELEASE_LOCK(?)", name).Scan(&released)
+	if err != nil || released.Int64 != 1 {
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+}
+
+func (s *Store) appliedVersions(ctx context.Context, conn *sql.Conn) (map[int]bool, error) {
+	rows, err := conn.QueryContext(ctx, s.migrationsSQL.list)
+	if err != nil {
+		return nil, fmt.Errorf("reading applied migrations: %w", err)
+	}
+	defer rows.Close()
+	applied := make(map[int]bool)
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("reading applied migrations: %w", err)
+		}
+		applied[v] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading applied migrations: %w", err)
+	}
+	return applied, nil
+}
+
+// checkEngines checks that the store's tables exist in database and use
+// InnoDB: a table created earlier with another engine (or by a server that
+// substituted one) would leave claims without row locks or transactions.
+func (s *Store) checkEngines(ctx context.Context, conn *sql.Conn, database string) error {
+	tables := []string{s.tableBare, s.tableBare + "_lock", s.migrationsTable}
+	rows, err := conn.QueryContext(ctx,
+		"SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?, ?, ?)",
+		database, tables[0], tables[1], tables[2])
+	if err != nil {
+		return fmt.Errorf("checking the tables' engine: %w", err)
+	}
+	defer rows.Close()
+	engines := make(map[string]string, len(tables))
+	for rows.Next() {
+		var name string
+		var engine sql.NullString
+		if err := rows.Scan(&name, &engine); err != nil {
+			return fmt.Errorf("checking the tables' engine: %w", err)
+		}
+		engines[name] = engine.String
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("checking the tables' engine: %w", err)
+	}
+	for _, table := range tables {
+		engine, ok := engines[table]
+		switch {
+		case !ok:
+			return fmt.Errorf("table %s.%s is missing after migrating", database, table)
+		case !strings.EqualFold(engine, "InnoDB"):
+			return fmt.Errorf("table %s.%s uses the %q engine; the outbox needs InnoDB (row locks and transactions): ALTER TABLE %s.%s ENGINE = InnoDB",
+				database, table, engine, quote(database), quote(table))
+		}
+	}
+	return nil
+}

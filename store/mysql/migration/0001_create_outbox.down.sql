@@ -1,0 +1,3 @@
+DROP TABLE IF EXISTS {{.LockTable}};
+
+DROP TABLE IF EXISTS {{.Table}};
