@@ -1,5 +1,5 @@
 // Package storetest is the conformance suite of the outbox stores: every
-// dialect (store/postgres, and the MySQL and SQLite stores to come) runs
+// dialect (store/postgres, store/mysql, store/sqlite) runs
 // [Run] from its own tests against a real database, so that all of them keep
 // the contract of [omnibox.Inserter] and [omnibox.RelayStore] alike.
 //

@@ -50,6 +50,13 @@ type Harness struct {
 // Features lists what a dialect honestly cannot do; the zero value claims
 // everything, and runs the whole suite.
 type Features struct {
+	// NoClaimWhileWriting skips the claim made while another transaction
+	// that wrote an event is still open, for a database that lets one
+	// transaction write at a time (SQLite): there a claim waits for that
+	// transaction to end, so the case would wait on itself. The uncommitted
+	// event must still be invisible to other connections, which the case
+	// checks by counting.
+	NoClaimWhileWriting bool
 	// NoConcurrentClaims skips the case in which several goroutines claim
 	// and deliver at once, for a database that cannot run concurrent writing
 	// transactions (SQLite: one writer at a time). Claims must still be
@@ -97,7 +104,9 @@ func Run(t *testing.T, h Harness, f Features) {
 		ev := newEvent("visible", "")
 		require.NoError(t, b.outbox.WriteTx(ctx, tx, ev))
 
-		require.Empty(t, claim(t, b.db, b.store, params("a/1", 10)), "an uncommitted event was claimed")
+		if !f.NoClaimWhileWriting {
+			require.Empty(t, claim(t, b.db, b.store, params("a/1", 10)), "an uncommitted event was claimed")
+		}
 		requirePending(t, b.db, b.store, 0)
 		n, err := b.store.Pending(ctx, tx)
 		require.NoError(t, err)
