@@ -26,6 +26,10 @@ import (
 // duplicates the kills caused.
 func TestRelayProcessKilled(t *testing.T) {
 	t.Parallel()
+	forEachDialect(t, testRelayProcessKilled)
+}
+
+func testRelayProcessKilled(t *testing.T, d dialect) {
 	const (
 		keys    = 20
 		backlog = 6_000
@@ -33,7 +37,7 @@ func TestRelayProcessKilled(t *testing.T) {
 		lease   = 2 * time.Second
 	)
 	ctx := context.Background()
-	e := setupEnv(t, "postgres")
+	e := setupEnv(t, d)
 	consumer := startCollector(t, e.brokers, e.topic)
 
 	var (
@@ -72,9 +76,8 @@ func TestRelayProcessKilled(t *testing.T) {
 		exe, err := os.Executable()
 		require.NoError(t, err)
 		cmd := exec.Command(exe, "-test.run=^$")
-		cmd.Env = append(os.Environ(),
+		cmd.Env = append(append(os.Environ(), e.childEnv...),
 			childEnv+"=1",
-			"OMNIBOX_CHILD_SCHEMA="+e.schema,
 			"OMNIBOX_CHILD_BROKERS="+strings.Join(e.brokers, ","),
 			"OMNIBOX_CHILD_RELAY_ID="+id,
 			"OMNIBOX_CHILD_LEASE="+lease.String(),

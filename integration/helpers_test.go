@@ -16,10 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omnibox-go/omnibox"
-	"github.com/omnibox-go/omnibox/internal/dbtest"
 	"github.com/omnibox-go/omnibox/internal/kafkatest"
 	"github.com/omnibox-go/omnibox/publisher"
-	"github.com/omnibox-go/omnibox/store/postgres"
 )
 
 // received is one message as the Kafka consumer saw it.
@@ -103,32 +101,31 @@ func (c *collector) waitUnique(t *testing.T, n int, within time.Duration) {
 	}
 }
 
-// env is a PostgreSQL schema with the outbox migrated, an orders table for
+// env is a fresh database with the outbox migrated and an orders table for
 // the business rows, and a Kafka cluster with a fresh topic.
 type env struct {
-	brokers []string
-	db      *sql.DB
-	outbox  *omnibox.Outbox
-	schema  string
-	store   *postgres.Store
-	topic   string
+	brokers  []string
+	childEnv []string // how a child relay process opens the same database
+	db       *sql.DB
+	dialect  dialect
+	orders   string // the orders table's name
+	outbox   *omnibox.Outbox
+	store    store
+	topic    string
 }
 
-func setupEnv(t *testing.T, driver string) *env {
+func setupEnv(t *testing.T, d dialect) *env {
 	t.Helper()
 	ctx := context.Background()
-	db, schema := dbtest.Postgres(t, driver)
-	store, err := postgres.New(&postgres.Config{Schema: schema})
+	db, st, orders, childEnv := d.open(t)
+	require.NoError(t, st.Migrate(ctx, db))
+	_, err := db.ExecContext(ctx, fmt.Sprintf(d.createOrders, orders))
 	require.NoError(t, err)
-	require.NoError(t, store.Migrate(ctx, db))
-	_, err = db.ExecContext(ctx, fmt.Sprintf(`CREATE TABLE %s.orders (id bigserial PRIMARY KEY, customer text NOT NULL, amount int NOT NULL)`, schema))
-	require.NoError(t, err)
-	ob, err := omnibox.New(store, &omnibox.Config{})
+	ob, err := omnibox.New(st, &omnibox.Config{})
 	require.NoError(t, err)
 	brokers := kafkatest.Brokers(t)
-	topic := "omnibox_it_" + schema
-	kafkatest.CreateTopic(t, brokers, topic, 4)
-	return &env{brokers: brokers, db: db, outbox: ob, schema: schema, store: store, topic: topic}
+	topic := kafkatest.NewTopic(t, brokers, 4)
+	return &env{brokers: brokers, childEnv: childEnv, db: db, dialect: d, orders: orders, outbox: ob, store: st, topic: topic}
 }
 
 func (e *env) newKafkaPublisher(t *testing.T) *publisher.Kafka {
@@ -147,7 +144,7 @@ func (e *env) writeOrder(ctx context.Context, customer string, events []omnibox.
 		return err
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`INSERT INTO %s.orders (customer, amount) VALUES ($1, $2)`, e.schema), customer, len(events)); err != nil {
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(e.dialect.insertOrder, e.orders), customer, len(events)); err != nil {
 		return err
 	}
 	if err := e.outbox.WriteTx(ctx, tx, events...); err != nil {

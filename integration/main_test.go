@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,12 +11,8 @@ import (
 	"testing"
 	"time"
 
-	_ "github.com/lib/pq"
-
 	"github.com/omnibox-go/omnibox"
-	"github.com/omnibox-go/omnibox/internal/dbtest"
 	"github.com/omnibox-go/omnibox/publisher"
-	"github.com/omnibox-go/omnibox/store/postgres"
 )
 
 // The crash test runs the relay in a separate process: the test binary
@@ -43,15 +38,11 @@ func runChildRelay() error {
 	if err != nil {
 		return fmt.Errorf("OMNIBOX_CHILD_LEASE: %w", err)
 	}
-	db, err := sql.Open("postgres", dbtest.PostgresURL())
+	db, store, err := openChild()
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	store, err := postgres.New(&postgres.Config{Schema: os.Getenv("OMNIBOX_CHILD_SCHEMA")})
-	if err != nil {
-		return err
-	}
 	pub, err := publisher.NewKafka(&publisher.KafkaConfig{Brokers: strings.Split(os.Getenv("OMNIBOX_CHILD_BROKERS"), ",")})
 	if err != nil {
 		return err

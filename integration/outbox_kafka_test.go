@@ -20,22 +20,17 @@ import (
 // committed events, intact, each key in its written order.
 func TestConcurrentWritersToKafka(t *testing.T) {
 	t.Parallel()
-	for _, driver := range []string{"postgres", "pgx"} {
-		t.Run(driver, func(t *testing.T) {
-			t.Parallel()
-			testConcurrentWritersToKafka(t, driver)
-		})
-	}
+	forEachDialect(t, testConcurrentWritersToKafka)
 }
 
-func testConcurrentWritersToKafka(t *testing.T, driver string) {
+func testConcurrentWritersToKafka(t *testing.T, d dialect) {
 	const (
 		totalEvents = 10_000
 		keys        = 50
 		writers     = 8
 	)
 	ctx := context.Background()
-	e := setupEnv(t, driver)
+	e := setupEnv(t, d)
 	consumer := startCollector(t, e.brokers, e.topic)
 
 	relay, err := omnibox.NewRelay(e.db, e.store, e.newKafkaPublisher(t), &omnibox.RelayConfig{PollInterval: 10 * time.Millisecond})

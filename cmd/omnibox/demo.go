@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -20,17 +19,13 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
-	_ "github.com/lib/pq"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/internal/kafkatest"
 	"github.com/omnibox-go/omnibox/internal/sqlident"
 	"github.com/omnibox-go/omnibox/publisher"
-	"github.com/omnibox-go/omnibox/store/postgres"
 )
-
-const defaultDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 
 type demoConfig struct {
 	dsn      string
@@ -44,11 +39,11 @@ func parseDemoFlags(args []string, stderr io.Writer) (*demoConfig, error) {
 	fs := flag.NewFlagSet("omnibox demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c := &demoConfig{}
-	fs.StringVar(&c.dsn, "dsn", cmp.Or(os.Getenv("OMNIBOX_DSN"), defaultDSN), "PostgreSQL URL (default from $OMNIBOX_DSN, else the local server)")
+	fs.StringVar(&c.dsn, "dsn", os.Getenv("OMNIBOX_DSN"), "database: postgres://…, mysql://USER@tcp(HOST:PORT)/DB or sqlite:PATH; empty (the default, unless $OMNIBOX_DSN is set) runs on SQLite in a temporary file, no server needed")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "how long the service writes")
 	fs.IntVar(&c.rate, "rate", 200, "transactions per second the service attempts")
 	fs.Float64Var(&c.rollback, "rollback", 0.1, "fraction of transactions rolled back on purpose")
-	fs.StringVar(&c.schema, "schema", "omnibox_demo", "schema the demo (re)creates for its tables")
+	fs.StringVar(&c.schema, "schema", "omnibox_demo", "PostgreSQL only: the schema the demo drops and recreates for its tables")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -90,29 +85,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	db, err := sql.Open("postgres", cfg.dsn)
-	if err != nil {
-		return fmt.Errorf("demo: open database: %w", err)
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(16)
-	if err := db.PingContext(ctx); err != nil {
-		return fmt.Errorf("demo: cannot reach PostgreSQL at %s (set -dsn or OMNIBOX_DSN): %w", cfg.dsn, err)
-	}
-
-	// Schema: a users table and the outbox, created fresh each run.
-	fmt.Fprintf(stdout, "omnibox demo: (re)creating schema %q\n", cfg.schema)
-	if _, err := db.ExecContext(ctx, fmt.Sprintf(`DROP SCHEMA IF EXISTS %[1]s CASCADE; CREATE SCHEMA %[1]s;
-		CREATE TABLE %[1]s.users (id text PRIMARY KEY, email text NOT NULL UNIQUE, created_at timestamptz NOT NULL DEFAULT now())`, cfg.schema)); err != nil {
-		return fmt.Errorf("demo: create schema: %w", err)
-	}
-	store, err := postgres.New(&postgres.Config{Schema: cfg.schema})
+	ddb, err := openDemoDB(ctx, cfg.dsn, cfg.schema)
 	if err != nil {
 		return err
 	}
-	if err := store.Migrate(ctx, db); err != nil {
-		return fmt.Errorf("demo: migrate: %w", err)
-	}
+	db, store := ddb.db, ddb.store
+	defer db.Close()
+	fmt.Fprintf(stdout, "omnibox demo: database %s (tables created fresh)\n", ddb.description)
 	outbox, err := omnibox.New(store, &omnibox.Config{})
 	if err != nil {
 		return err
@@ -194,7 +173,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	writeCtx, stopWriting := context.WithTimeout(ctx, cfg.duration)
 	defer stopWriting()
 	writerDone := make(chan error, 1)
-	go func() { writerDone <- writeUsers(writeCtx, db, outbox, relay, cfg, topic, stats) }()
+	go func() { writerDone <- writeUsers(writeCtx, ddb, outbox, relay, cfg, topic, stats) }()
 
 	progress := time.NewTicker(time.Second)
 	defer progress.Stop()
@@ -243,10 +222,10 @@ wait:
 
 // writeUsers inserts a user and its UserCreated event in one transaction at
 // cfg.rate per second until ctx ends, rolling some back on purpose.
-func writeUsers(ctx context.Context, db *sql.DB, outbox *omnibox.Outbox, relay *omnibox.Relay, cfg *demoConfig, topic string, stats *demoStats) error {
+func writeUsers(ctx context.Context, ddb *demoDB, outbox *omnibox.Outbox, relay *omnibox.Relay, cfg *demoConfig, topic string, stats *demoStats) error {
 	tick := time.NewTicker(time.Second / time.Duration(cfg.rate))
 	defer tick.Stop()
-	insertUser := fmt.Sprintf(`INSERT INTO %s.users (id, email) VALUES ($1, $2)`, cfg.schema)
+	db, insertUser := ddb.db, ddb.insertUser
 	for n := 0; ; n++ {
 		select {
 		case <-ctx.Done():

@@ -52,6 +52,17 @@ var openParams = strings.Join([]string{
 //     which would leave a published event whose transaction never happened.
 //   - foreign_keys=ON, for the application's own tables.
 //
+// Many goroutines writing at once: SQLite's busy handler is not fair. Under
+// heavy write contention a waiter that sleeps long keeps losing the lock to
+// newcomers and fails with SQLITE_BUSY after the timeout (seen with 8
+// writing goroutines plus a relay, under the race detector). If your
+// process writes from many goroutines, call db.SetMaxOpenConns(1): database/sql
+// then queues them, each until its context ends, and the busy timeout only
+// serves other processes. The price: a goroutine holding a transaction must
+// not use the pool outside it (it would wait on itself), and reads outside
+// transactions wait for the writer. Open leaves the pool unlimited because
+// that price is yours to choose.
+//
 // Open checks the settings on one connection before it returns, so a file
 // that cannot use WAL (on a file system without shared memory, say) is an
 // error. path is a file path, absolute or relative to the working directory
