@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"database/sql"
 	"fmt"
 	"os"
@@ -10,20 +9,16 @@ import (
 	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/stretchr/testify/require"
 
-	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/internal/dbtest"
 	"github.com/omnibox-go/omnibox/store/mysql"
 	"github.com/omnibox-go/omnibox/store/postgres"
 	"github.com/omnibox-go/omnibox/store/sqlite"
+	"github.com/omnibox-go/omnibox/store/storetest"
 )
 
-// store is what the tests need of a dialect's store.
-type store interface {
-	omnibox.Inserter
-	omnibox.RelayStore
-	Migrate(ctx context.Context, db *sql.DB) error
-	Pending(ctx context.Context, db omnibox.DBTX) (int64, error)
-}
+// store is what the tests need of a dialect's store: what the conformance
+// suite needs too.
+type store = storetest.Store
 
 // dialect runs the end-to-end tests on one database (and driver).
 type dialect struct {
