@@ -20,3 +20,6 @@ func (s *Store) ReleaseSQL() string { return s.releaseSQL }
 
 // FileURI is fileURI.
 func FileURI(abs string) string { return fileURI(abs) }
+
+// PurgeSQL returns the inbox store's Purge statement.
+func (s *InboxStore) PurgeSQL() string { return s.purgeSQL }

@@ -28,4 +28,13 @@
 // names and idempotent, concurrent migrations. Each case is a parallel
 // subtest on its own database from [Harness.NewDB]; some go through
 // [omnibox.Outbox] so that the writer's path is covered too.
+//
+// # The inbox suite
+//
+// [RunInbox] holds the dialects' inbox tables to the contract of
+// [inbox.Store]: one race-safe statement per record (a duplicate reports
+// false without aborting the transaction; concurrent deliveries never both
+// see true; a waiter wins when the first transaction rolls back), exact
+// comparison of consumer names and IDs, limits, bounded Purge, rejected
+// table names and idempotent, concurrent migrations.
 package storetest

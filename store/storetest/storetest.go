@@ -50,12 +50,20 @@ type Harness struct {
 // Features lists what a dialect honestly cannot do; the zero value claims
 // everything, and runs the whole suite.
 type Features struct {
+	// InboxWaitersMayDeadlock lets [RunInbox] accept errors from the
+	// deliveries that wait on a transaction that recorded the same message
+	// and then rolls back, when there are several of them (InnoDB: each
+	// waiter holds a shared lock on the key and needs an exclusive one to
+	// insert, a deadlock it breaks by failing all but one with error 1213).
+	// Exactly one waiter must still record the message.
+	InboxWaitersMayDeadlock bool
 	// NoClaimWhileWriting skips the claim made while another transaction
 	// that wrote an event is still open, for a database that lets one
 	// transaction write at a time (SQLite): there a claim waits for that
 	// transaction to end, so the case would wait on itself. The uncommitted
 	// event must still be invisible to other connections, which the case
-	// checks by counting.
+	// checks by counting. [RunInbox] reads it as "transactions begin one at
+	// a time" and checks concurrent deliveries one after another.
 	NoClaimWhileWriting bool
 	// NoConcurrentClaims skips the case in which several goroutines claim
 	// and deliver at once, for a database that cannot run concurrent writing

@@ -1,0 +1,448 @@
+package mysql
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"testing/fstest"
+	"text/template"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/omnibox-go/omnibox"
+	"github.com/omnibox-go/omnibox/inbox"
+	"github.com/omnibox-go/omnibox/internal/sqlident"
+)
+
+// DefaultInboxTable is the default of [InboxConfig.Table].
+const DefaultInboxTable = "omnibox_inbox"
+
+// InboxConfig configures an [InboxStore]. The zero value takes every
+// default.
+type InboxConfig struct {
+	// Database holds the inbox table and its migrations table. It must be a
+	// plain lower-case identifier (see [InboxConfig.Validate]) and must
+	// exist: the store never creates databases. Defaults to "": names are
+	// left unqualified and resolved in the connection's current database
+	// (the one named in the DSN).
+	Database string
+	// Table is the name of the inbox table. Its migrations table is named
+	// Table + "_migrations". It must be a plain lower-case identifier.
+	// Defaults to [DefaultInboxTable].
+	Table string
+}
+
+// Validate reports whether the names are plain lower-case SQL identifiers
+// (letters, digits and underscores, not starting with a digit, at most 48
+// bytes); the error wraps [omnibox.ErrInvalidIdentifier] and names the
+// setting. An empty Table is valid: it stands for [DefaultInboxTable].
+func (c *InboxConfig) Validate() error {
+	if c.Database != "" {
+		if err := sqlident.Validate("mysql: InboxConfig.Database", c.Database, omnibox.ErrInvalidIdentifier); err != nil {
+			return err
+		}
+	}
+	return sqlident.Validate("mysql: InboxConfig.Table", cmp.Or(c.Table, DefaultInboxTable), omnibox.ErrInvalidIdentifier)
+}
+
+// InboxStore is the MySQL and MariaDB inbox store, the [inbox.Store] given
+// to the inbox: an InnoDB table with a row per (consumer, message ID)
+// processed. It holds no connection (every method takes the executor to run
+// on) and is safe for concurrent use. It works with
+// github.com/go-sql-driver/mysql whatever the DSN's parseTime, loc,
+// time_zone, interpolateParams, clientFoundRows, sql_mode or charset: names
+// and IDs are stored as bytes, and times are written and compared as UTC on
+// the server. Autocommit must be on ([InboxStore.Migrate] checks it).
+type InboxStore struct {
+	database        string // as configured, empty when unqualified
+	migrations      []Migration
+	migrationsSQL   migrationsSQL
+	migrationsTable string // unquoted, for information_schema
+	processedSQL    string
+	purgePrefix     string
+	recordSQL       string
+	table           string // qualified and quoted
+	tableBare       string // unquoted, unqualified
+	tableName       string // qualified, unquoted, for messages
+}
+
+var _ inbox.Store = (*InboxStore)(nil)
+
+// NewInbox returns an inbox store for the table named by config. A nil
+// config returns [omnibox.ErrNilConfig]; &InboxConfig{} takes the defaults.
+// Invalid names return an error wrapping [omnibox.ErrInvalidIdentifier].
+// NewInbox does not touch the database: create the table with
+// [InboxStore.Migrate], or apply [InboxStore.MigrationFS] with a migration
+// tool.
+func NewInbox(config *InboxConfig) (*InboxStore, error) {
+	if config == nil {
+		return nil, omnibox.ErrNilConfig
+	}
+	if err := config.Validate(); err != nil {
+		return nil, err
+	}
+	table := cmp.Or(config.Table, DefaultInboxTable)
+	s := &InboxStore{database: config.Database, tableBare: table, tableName: table}
+	qualify := quote
+	if config.Database != "" {
+		qualify = func(name string) string { return quote(config.Database) + "." + quote(name) }
+		s.tableName = config.Database + "." + table
+	}
+	s.table = qualify(table)
+	s.migrationsTable = table + "_migrations"
+	s.migrationsSQL = newMigrationsSQL(qualify(s.migrationsTable))
+	migrations, err := renderInboxMigrations(inboxTemplateData{
+		ProcessedAtIndex: quote(table + "_processed_at"),
+		Table:            s.table,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.migrations = migrations
+
+	s.recordSQL = "INSERT IGNORE INTO " + s.table + " (consumer, message_id, processed_at) VALUES (?, ?, UTC_TIMESTAMP(6))"
+	s.processedSQL = "SELECT EXISTS (SELECT 1 FROM " + s.table + " WHERE consumer = CAST(? AS BINARY) AND message_id = CAST(? AS BINARY))"
+	s.purgePrefix = "DELETE FROM " + s.table + " WHERE processed_at < ? ORDER BY processed_at, consumer, message_id LIMIT "
+	return s, nil
+}
+
+// Record inserts (params.Consumer, params.MessageID) through tx, with the
+// database's clock (UTC_TIMESTAMP(6)) as its processed_at, and reports
+// whether the row is new, following the contract of [inbox.Store].
+//
+// It is one INSERT IGNORE, which inserts nothing and reports no affected row
+// when the primary key already holds the pair: no error, and tx goes on.
+// When another transaction has inserted the pair and not yet ended, InnoDB
+// makes the INSERT wait for it (up to innodb_lock_wait_timeout, 50 s by
+// default), then it returns false if that transaction committed, or inserts
+// and returns true if it rolled back. The row is part of tx: it disappears if
+// tx rolls back.
+//
+// Why INSERT IGNORE rather than INSERT ... ON DUPLICATE KEY UPDATE: the
+// latter reports a duplicate left unchanged as 1 affected row, the same as
+// an insert, when the DSN sets clientFoundRows=true. IGNORE also turns other
+// errors into warnings (a value too long would be truncated, say), which is
+// why Record validates its arguments first, and why the table has no column
+// that could fail otherwise (no CHECK, no foreign key, binary columns that
+// take any bytes): only the duplicate key can be ignored.
+//
+// One limit comes from InnoDB: when several transactions wait on the same
+// pair and the transaction that inserted it rolls back, all but one of the
+// waiters fail with a deadlock (error 1213, which rolls their transaction
+// back); the remaining one records the pair. The failed deliveries are
+// retried as for any error, and then find the pair recorded. Two waiters
+// never both see true.
+//
+// An empty message ID returns [inbox.ErrEmptyMessageID]; an empty consumer,
+// or a name longer than [inbox.MaxConsumerLen] or an ID longer than
+// [inbox.MaxMessageIDLen] bytes, or one that is not valid UTF-8 or holds a
+// NUL byte, an error wrapping [inbox.ErrInvalid], before any statement runs.
+// A nil tx returns [omnibox.ErrNilTx].
+func (s *InboxStore) Record(ctx context.Context, tx omnibox.DBTX, params inbox.RecordParams) (bool, error) {
+	if tx == nil {
+		return false, omnibox.ErrNilTx
+	}
+	if err := params.Validate(); err != nil {
+		return false, fmt.Errorf("mysql: recording in %s: %w", s.tableName, err)
+	}
+	res, err := tx.ExecContext(ctx, s.recordSQL, params.Consumer, params.MessageID)
+	if err != nil {
+		hint := ""
+		var myErr *mysql.MySQLError
+		if errors.As(err, &myErr) && myErr.Number == 1213 {
+			hint = " (another delivery of this message recorded it and rolled back while several waited; " +
+				"InnoDB rolled this transaction back: retry it)"
+		}
+		return false, fmt.Errorf("mysql: recording message %q of consumer %q in %s: %w%s", params.MessageID, params.Consumer, s.tableName, err, hint)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("mysql: recording in %s: %w", s.tableName, err)
+	}
+	return n == 1, nil
+}
+
+// Processed reports whether (params.Consumer, params.MessageID) is
+// recorded, as seen by db: through a transaction that recorded it, or once
+// that transaction committed (inside a REPEATABLE READ transaction, as of
+// its snapshot). Arguments are validated as for [InboxStore.Record]; a nil
+// db returns [omnibox.ErrNilDB].
+func (s *InboxStore) Processed(ctx context.Context, db omnibox.DBTX, params inbox.RecordParams) (bool, error) {
+	if db == nil {
+		return false, omnibox.ErrNilDB
+	}
+	if err := params.Validate(); err != nil {
+		return false, fmt.Errorf("mysql: checking %s: %w", s.tableName, err)
+	}
+	var found bool
+	if err := db.QueryRowContext(ctx, s.processedSQL, params.Consumer, params.MessageID).Scan(&found); err != nil {
+		return false, fmt.Errorf("mysql: checking message %q of consumer %q in %s: %w", params.MessageID, params.Consumer, s.tableName, err)
+	}
+	return found, nil
+}
+
+// Purge deletes at most params.Limit rows whose processed_at is earlier than
+// params.Before, oldest first, and reports how many it deleted. It is one
+// DELETE ... WHERE processed_at < ? ORDER BY processed_at, consumer,
+// message_id LIMIT n: a range scan of the processed_at index stopped by the
+// LIMIT, in an order that is total (so statement-based replicas delete the
+// same rows). Call it again until it returns fewer than params.Limit; run it
+// outside long transactions, since it holds its row locks until commit. A
+// Limit of zero or less returns an error; a nil db returns
+// [omnibox.ErrNilDB].
+func (s *InboxStore) Purge(ctx context.Context, db omnibox.DBTX, params inbox.PurgeParams) (int, error) {
+	if db == nil {
+		return 0, omnibox.ErrNilDB
+	}
+	if params.Limit <= 0 {
+		return 0, fmt.Errorf("mysql: purging %s: Limit must be positive, got %d", s.tableName, params.Limit)
+	}
+	before := params.Before.UTC()
+	switch {
+	case before.Year() < 1000:
+		// Before DATETIME's range, so before any processed_at.
+		return 0, nil
+	case before.Year() > 9999:
+		before = time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)
+	}
+	// Before goes as text in UTC: a time.Time would be converted to the
+	// DSN's loc by the driver.
+	res, err := db.ExecContext(ctx, s.purgePrefix+strconv.Itoa(params.Limit), before.Format(timeLayout))
+	if err != nil {
+		return 0, fmt.Errorf("mysql: purging %s: %w", s.tableName, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("mysql: purging %s: %w", s.tableName, err)
+	}
+	return int(n), nil
+}
+
+//go:embed inbox_migration/*.sql
+var inboxMigrationFiles embed.FS
+
+// inboxTemplateData are the names an inbox migration template may use, each
+// already validated and quoted.
+type inboxTemplateData struct {
+	// ProcessedAtIndex names the index on processed_at.
+	ProcessedAtIndex string
+	// Table is the quoted, qualified inbox table.
+	Table string
+}
+
+// inboxMigrationTemplates are the parsed files of inboxMigrationFiles, by
+// file name.
+var inboxMigrationTemplates = template.Must(template.New("").Option("missingkey=error").ParseFS(inboxMigrationFiles, "inbox_migration/*.sql"))
+
+// renderInboxMigrations renders every inbox migration file for names, in
+// version order.
+func renderInboxMigrations(names inboxTemplateData) ([]Migration, error) {
+	files, err := fs.Glob(inboxMigrationFiles, "inbox_migration/*.up.sql")
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(files)
+	migrations := make([]Migration, 0, len(files))
+	render := func(file string) (string, error) {
+		var b strings.Builder
+		if err := inboxMigrationTemplates.ExecuteTemplate(&b, file, names); err != nil {
+			return "", fmt.Errorf("mysql: rendering inbox migration %s: %w", file, err)
+		}
+		return b.String(), nil
+	}
+	for _, file := range files {
+		base := strings.TrimSuffix(path.Base(file), ".up.sql")
+		v, name, ok := strings.Cut(base, "_")
+		version, err := strconv.Atoi(v)
+		if !ok || err != nil || version <= 0 {
+			return nil, fmt.Errorf("mysql: bad inbox migration file name %q", file)
+		}
+		m := Migration{Name: name, Version: version}
+		if m.Up, err = render(base + ".up.sql"); err != nil {
+			return nil, err
+		}
+		if m.Down, err = render(base + ".down.sql"); err != nil {
+			return nil, err
+		}
+		migrations = append(migrations, m)
+	}
+	return migrations, nil
+}
+
+// Migrations returns the migrations of the inbox table, rendered for the
+// configured database and table, in version order. Apply them with
+// [InboxStore.Migrate] or with any migration tool.
+func (s *InboxStore) Migrations() []Migration {
+	return slices.Clone(s.migrations)
+}
+
+// MigrationFS returns the inbox migrations as files in the layout of
+// golang-migrate (and goose and most other tools): for each version,
+// NNNN_name.up.sql and NNNN_name.down.sql at the root, rendered for the
+// configured database and table. Each call returns a new file system. Keep
+// it apart from the outbox's [Store.MigrationFS]: both start at version 1.
+func (s *InboxStore) MigrationFS() fs.FS {
+	fsys := make(fstest.MapFS, 2*len(s.migrations))
+	for _, m := range s.migrations {
+		base := fmt.Sprintf("%04d_%s", m.Version, m.Name)
+		fsys[base+".up.sql"] = &fstest.MapFile{Data: []byte(m.Up), Mode: 0o444}
+		fsys[base+".down.sql"] = &fstest.MapFile{Data: []byte(m.Down), Mode: 0o444}
+	}
+	return fsys
+}
+
+// Migrate brings the inbox table up to date, the way [Store.Migrate] does
+// for the outbox: on one connection taken from db's pool, it checks the
+// server (MySQL 8.0.16 or later, MariaDB 10.6 or later) and the session (a
+// current database when [InboxConfig.Database] is empty, autocommit on),
+// takes the named lock GET_LOCK("omnibox_migrate_<hash of database and
+// table>") for as long as ctx allows, creates the migrations table (Table +
+// "_migrations") when missing, runs the statements of each migration not
+// recorded there, one at a time, records it, checks that the tables use
+// InnoDB (Record relies on its row locks) and releases the lock. Every
+// statement is idempotent, so a migration interrupted half way is completed
+// by the next Migrate. Migrate is idempotent. The database must exist. A nil
+// db returns [omnibox.ErrNilDB].
+func (s *InboxStore) Migrate(ctx context.Context, db *sql.DB) error {
+	if db == nil {
+		return omnibox.ErrNilDB
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("mysql: migrate %s: connecting: %w", s.tableName, err)
+	}
+	defer func() { _ = conn.Close() }()
+	if err := s.migrate(ctx, conn); err != nil {
+		return fmt.Errorf("mysql: migrate %s: %w", s.tableName, err)
+	}
+	return nil
+}
+
+func (s *InboxStore) migrate(ctx context.Context, conn *sql.Conn) error {
+	database, err := s.checkServer(ctx, conn)
+	if err != nil {
+		return err
+	}
+	lockName := migrateLockName(database, s.tableBare)
+	if err := getLock(ctx, conn, lockName); err != nil {
+		return err
+	}
+	defer releaseLock(ctx, conn, lockName)
+
+	if _, err := conn.ExecContext(ctx, s.migrationsSQL.create); err != nil {
+		return fmt.Errorf("creating the migrations table: %w", err)
+	}
+	applied, err := s.appliedVersions(ctx, conn)
+	if err != nil {
+		return err
+	}
+	for _, m := range s.migrations {
+		if applied[m.Version] {
+			continue
+		}
+		for _, stmt := range splitStatements(m.Up) {
+			if _, err := conn.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("applying migration %d (%s): %w", m.Version, m.Name, err)
+			}
+		}
+		if _, err := conn.ExecContext(ctx, s.migrationsSQL.insert, m.Version, m.Name); err != nil {
+			return fmt.Errorf("recording migration %d (%s): %w", m.Version, m.Name, err)
+		}
+	}
+	return s.checkEngines(ctx, conn, database)
+}
+
+// checkServer checks the server version and that autocommit is on (Purge
+// may run outside a transaction), and returns the database holding the
+// tables. Unlike the outbox, the inbox does not need a utf8mb4 connection:
+// its columns are binary, so the bytes sent are the bytes stored.
+func (s *InboxStore) checkServer(ctx context.Context, conn *sql.Conn) (string, error) {
+	var (
+		version    string
+		current    sql.NullString
+		autocommit int64
+	)
+	if err := conn.QueryRowContext(ctx, "SELECT VERSION(), DATABASE(), @@autocommit").Scan(&version, &current, &autocommit); err != nil {
+		return "", fmt.Errorf("reading the server's version and session settings: %w", err)
+	}
+	if err := checkVersion(version); err != nil {
+		return "", err
+	}
+	if autocommit != 1 {
+		return "", errors.New("autocommit is off on the connection, so statements outside transactions (Purge) would never commit: " +
+			"remove autocommit=0 (or false) from the DSN and from the server's init_connect")
+	}
+	if s.database != "" {
+		return s.database, nil
+	}
+	if !current.Valid || current.String == "" {
+		return "", errors.New("no database selected: name one in the DSN (user@tcp(host:3306)/dbname) or set InboxConfig.Database")
+	}
+	return current.String, nil
+}
+
+func (s *InboxStore) appliedVersions(ctx context.Context, conn *sql.Conn) (map[int]bool, error) {
+	rows, err := conn.QueryContext(ctx, s.migrationsSQL.list)
+	if err != nil {
+		return nil, fmt.Errorf("reading applied migrations: %w", err)
+	}
+	defer rows.Close()
+	applied := make(map[int]bool)
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("reading applied migrations: %w", err)
+		}
+		applied[v] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading applied migrations: %w", err)
+	}
+	return applied, nil
+}
+
+// checkEngines checks that the inbox table and its migrations table exist
+// in database and use InnoDB: with another engine, Record would neither wait
+// for a concurrent delivery nor vanish with a rolled back transaction.
+func (s *InboxStore) checkEngines(ctx context.Context, conn *sql.Conn, database string) error {
+	tables := []string{s.tableBare, s.migrationsTable}
+	rows, err := conn.QueryContext(ctx,
+		"SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?, ?)",
+		database, tables[0], tables[1])
+	if err != nil {
+		return fmt.Errorf("checking the tables' engine: %w", err)
+	}
+	defer rows.Close()
+	engines := make(map[string]string, len(tables))
+	for rows.Next() {
+		var name string
+		var engine sql.NullString
+		if err := rows.Scan(&name, &engine); err != nil {
+			return fmt.Errorf("checking the tables' engine: %w", err)
+		}
+		engines[name] = engine.String
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("checking the tables' engine: %w", err)
+	}
+	for _, table := range tables {
+		engine, ok := engines[table]
+		switch {
+		case !ok:
+			return fmt.Errorf("table %s.%s is missing after migrating", database, table)
+		case !strings.EqualFold(engine, "InnoDB"):
+			return fmt.Errorf("table %s.%s uses the %q engine; the inbox needs InnoDB (row locks and transactions): ALTER TABLE %s.%s ENGINE = InnoDB",
+				database, table, engine, quote(database), quote(table))
+		}
+	}
+	return nil
+}

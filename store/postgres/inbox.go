@@ -1,0 +1,351 @@
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"testing/fstest"
+	"text/template"
+
+	"github.com/omnibox-go/omnibox"
+	"github.com/omnibox-go/omnibox/inbox"
+	"github.com/omnibox-go/omnibox/internal/sqlident"
+)
+
+// DefaultInboxTable is the default of [InboxConfig.Table].
+const DefaultInboxTable = "omnibox_inbox"
+
+// InboxConfig configures an [InboxStore]. The zero value takes every
+// default.
+type InboxConfig struct {
+	// Schema holds the inbox table and its migrations table. It must be a
+	// plain lower-case identifier (see [InboxConfig.Validate]). Defaults to
+	// "": names are left unqualified and resolved by the connection's
+	// search_path.
+	Schema string
+	// Table is the name of the inbox table. Its migrations table is named
+	// Table + "_migrations". It must be a plain lower-case identifier.
+	// Defaults to [DefaultInboxTable].
+	Table string
+}
+
+// Validate reports whether the names are plain lower-case SQL identifiers
+// (letters, digits and underscores, not starting with a digit, at most 48
+// bytes); the error wraps [omnibox.ErrInvalidIdentifier] and names the
+// setting. An empty Table is valid: it stands for [DefaultInboxTable].
+func (c *InboxConfig) Validate() error {
+	if c.Schema != "" {
+		if err := sqlident.Validate("postgres: InboxConfig.Schema", c.Schema, omnibox.ErrInvalidIdentifier); err != nil {
+			return err
+		}
+	}
+	return sqlident.Validate("postgres: InboxConfig.Table", cmp.Or(c.Table, DefaultInboxTable), omnibox.ErrInvalidIdentifier)
+}
+
+// InboxStore is the PostgreSQL inbox store, the [inbox.Store] given to the
+// inbox: a table with a row per (consumer, message ID) processed. It holds
+// no connection (every method takes the executor to run on) and is safe for
+// concurrent use. It works with the lib/pq and pgx (stdlib) drivers.
+type InboxStore struct {
+	migrateLockKey int64
+	migrations     []Migration
+	migrationsSQL  migrationsSQL
+	processedSQL   string
+	purgeSQL       string
+	recordSQL      string
+	schema         string // quoted, empty when unqualified
+	table          string // qualified and quoted
+	tableName      string // qualified, unquoted, for messages
+}
+
+var _ inbox.Store = (*InboxStore)(nil)
+
+// NewInbox returns an inbox store for the table named by config. A nil
+// config returns [omnibox.ErrNilConfig]; &InboxConfig{} takes the defaults.
+// Invalid names return an error wrapping [omnibox.ErrInvalidIdentifier].
+// NewInbox does not touch the database: create the table with
+// [InboxStore.Migrate], or apply [InboxStore.MigrationFS] with a migration
+// tool.
+func NewInbox(config *InboxConfig) (*InboxStore, error) {
+	if config == nil {
+		return nil, omnibox.ErrNilConfig
+	}
+	if err := config.Validate(); err != nil {
+		return nil, err
+	}
+	table := cmp.Or(config.Table, DefaultInboxTable)
+	s := &InboxStore{table: quote(table), tableName: table}
+	migrationsTable := quote(table + "_migrations")
+	if config.Schema != "" {
+		s.schema = quote(config.Schema)
+		s.table = s.schema + "." + s.table
+		s.tableName = config.Schema + "." + table
+		migrationsTable = s.schema + "." + migrationsTable
+	}
+	s.migrateLockKey = lockKey("omnibox inbox migrate " + s.tableName)
+	s.migrationsSQL = newMigrationsSQL(migrationsTable)
+	migrations, err := renderInboxMigrations(inboxTemplateData{
+		PrimaryKey:       quote(table + "_pkey"),
+		ProcessedAtIndex: quote(table + "_processed_at"),
+		Schema:           s.schema,
+		Table:            s.table,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.migrations = migrations
+
+	s.recordSQL = "INSERT INTO " + s.table + " (consumer, message_id, processed_at) VALUES ($1::text, $2::text, statement_timestamp())" +
+		" ON CONFLICT (consumer, message_id) DO NOTHING"
+	s.processedSQL = "SELECT EXISTS (SELECT FROM " + s.table + " WHERE consumer = $1::text AND message_id = $2::text)"
+	s.purgeSQL = "DELETE FROM " + s.table + " WHERE ctid = ANY (ARRAY(SELECT ctid FROM " + s.table +
+		" WHERE processed_at < $1::timestamptz ORDER BY processed_at LIMIT $2::bigint))"
+	return s, nil
+}
+
+// Record inserts (params.Consumer, params.MessageID) through tx, with the
+// database's clock as its processed_at, and reports whether the row is new,
+// following the contract of [inbox.Store]. It is one INSERT ... ON CONFLICT
+// DO NOTHING: a pair already recorded and committed inserts nothing and
+// returns false, without an error and without aborting tx. When another
+// transaction has inserted the pair and not yet ended, the INSERT waits for
+// it (on the primary key), then returns false if it committed, or inserts
+// and returns true if it rolled back. The row is part of tx: it disappears if
+// tx rolls back.
+//
+// tx is normally the *sql.Tx that holds the message's effects. At the
+// default READ COMMITTED isolation Record never fails on a duplicate; under
+// REPEATABLE READ or SERIALIZABLE, a pair committed by a transaction that
+// tx's snapshot does not see makes PostgreSQL fail the statement with a
+// serialization failure (SQLSTATE 40001), which tx must then roll back and
+// retry, as for any serialization failure.
+//
+// An empty message ID returns [inbox.ErrEmptyMessageID]; an empty consumer,
+// or a name longer than [inbox.MaxConsumerLen] or an ID longer than
+// [inbox.MaxMessageIDLen] bytes, or one that is not valid UTF-8 or holds a
+// NUL byte, an error wrapping [inbox.ErrInvalid], before any statement runs.
+// A nil tx returns [omnibox.ErrNilTx].
+func (s *InboxStore) Record(ctx context.Context, tx omnibox.DBTX, params inbox.RecordParams) (bool, error) {
+	if tx == nil {
+		return false, omnibox.ErrNilTx
+	}
+	if err := params.Validate(); err != nil {
+		return false, fmt.Errorf("postgres: recording in %s: %w", s.tableName, err)
+	}
+	res, err := tx.ExecContext(ctx, s.recordSQL, params.Consumer, params.MessageID)
+	if err != nil {
+		return false, fmt.Errorf("postgres: recording message %q of consumer %q in %s: %w", params.MessageID, params.Consumer, s.tableName, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("postgres: recording in %s: %w", s.tableName, err)
+	}
+	return n == 1, nil
+}
+
+// Processed reports whether (params.Consumer, params.MessageID) is
+// recorded, as seen by db: through a transaction that recorded it, or once
+// that transaction committed. Arguments are validated as for
+// [InboxStore.Record]; a nil db returns [omnibox.ErrNilDB].
+func (s *InboxStore) Processed(ctx context.Context, db omnibox.DBTX, params inbox.RecordParams) (bool, error) {
+	if db == nil {
+		return false, omnibox.ErrNilDB
+	}
+	if err := params.Validate(); err != nil {
+		return false, fmt.Errorf("postgres: checking %s: %w", s.tableName, err)
+	}
+	var found bool
+	if err := db.QueryRowContext(ctx, s.processedSQL, params.Consumer, params.MessageID).Scan(&found); err != nil {
+		return false, fmt.Errorf("postgres: checking message %q of consumer %q in %s: %w", params.MessageID, params.Consumer, s.tableName, err)
+	}
+	return found, nil
+}
+
+// Purge deletes at most params.Limit rows whose processed_at is earlier than
+// params.Before, oldest first, and reports how many it deleted. It is one
+// statement: a scan of the processed_at index stopped by the LIMIT picks the
+// rows, which are then deleted by their physical address (ctid), so each
+// call does bounded work whatever the size of the table. Call it again until
+// it returns fewer than params.Limit. A Limit of zero or less returns an
+// error; a nil db returns [omnibox.ErrNilDB].
+func (s *InboxStore) Purge(ctx context.Context, db omnibox.DBTX, params inbox.PurgeParams) (int, error) {
+	if db == nil {
+		return 0, omnibox.ErrNilDB
+	}
+	if params.Limit <= 0 {
+		return 0, fmt.Errorf("postgres: purging %s: Limit must be positive, got %d", s.tableName, params.Limit)
+	}
+	res, err := db.ExecContext(ctx, s.purgeSQL, params.Before, int64(params.Limit))
+	if err != nil {
+		return 0, fmt.Errorf("postgres: purging %s: %w", s.tableName, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("postgres: purging %s: %w", s.tableName, err)
+	}
+	return int(n), nil
+}
+
+//go:embed inbox_migration/*.sql
+var inboxMigrationFiles embed.FS
+
+// inboxTemplateData are the names an inbox migration template may use, each
+// already validated and quoted.
+type inboxTemplateData struct {
+	// PrimaryKey names the primary key constraint.
+	PrimaryKey string
+	// ProcessedAtIndex names the index on processed_at.
+	ProcessedAtIndex string
+	// Schema is the quoted schema, empty when names are unqualified.
+	Schema string
+	// Table is the quoted, qualified inbox table.
+	Table string
+}
+
+// inboxMigrationTemplates are the parsed files of inboxMigrationFiles, by
+// file name.
+var inboxMigrationTemplates = template.Must(template.New("").Option("missingkey=error").ParseFS(inboxMigrationFiles, "inbox_migration/*.sql"))
+
+// renderInboxMigrations renders every inbox migration file for names, in
+// version order.
+func renderInboxMigrations(names inboxTemplateData) ([]Migration, error) {
+	files, err := fs.Glob(inboxMigrationFiles, "inbox_migration/*.up.sql")
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(files)
+	migrations := make([]Migration, 0, len(files))
+	render := func(file string) (string, error) {
+		var b strings.Builder
+		if err := inboxMigrationTemplates.ExecuteTemplate(&b, file, names); err != nil {
+			return "", fmt.Errorf("postgres: rendering inbox migration %s: %w", file, err)
+		}
+		return b.String(), nil
+	}
+	for _, file := range files {
+		base := strings.TrimSuffix(path.Base(file), ".up.sql")
+		v, name, ok := strings.Cut(base, "_")
+		version, err := strconv.Atoi(v)
+		if !ok || err != nil || version <= 0 {
+			return nil, fmt.Errorf("postgres: bad inbox migration file name %q", file)
+		}
+		m := Migration{Name: name, Version: version}
+		if m.Up, err = render(base + ".up.sql"); err != nil {
+			return nil, err
+		}
+		if m.Down, err = render(base + ".down.sql"); err != nil {
+			return nil, err
+		}
+		migrations = append(migrations, m)
+	}
+	return migrations, nil
+}
+
+// Migrations returns the migrations of the inbox table, rendered for the
+// configured schema and table, in version order. Apply them with
+// [InboxStore.Migrate] or with any migration tool.
+func (s *InboxStore) Migrations() []Migration {
+	return slices.Clone(s.migrations)
+}
+
+// MigrationFS returns the inbox migrations as files in the layout of
+// golang-migrate (and goose and most other tools): for each version,
+// NNNN_name.up.sql and NNNN_name.down.sql at the root, rendered for the
+// configured schema and table. Each call returns a new file system. Keep it
+// apart from the outbox's [Store.MigrationFS]: both start at version 1.
+func (s *InboxStore) MigrationFS() fs.FS {
+	fsys := make(fstest.MapFS, 2*len(s.migrations))
+	for _, m := range s.migrations {
+		base := fmt.Sprintf("%04d_%s", m.Version, m.Name)
+		fsys[base+".up.sql"] = &fstest.MapFile{Data: []byte(m.Up), Mode: 0o444}
+		fsys[base+".down.sql"] = &fstest.MapFile{Data: []byte(m.Down), Mode: 0o444}
+	}
+	return fsys
+}
+
+// Migrate brings the inbox table up to date, as [Store.Migrate] does for the
+// outbox: in one transaction it takes a transaction-level advisory lock for
+// the table, creates the schema when [InboxConfig.Schema] is set and the
+// migrations table (Table + "_migrations") when missing, applies the
+// migrations not yet recorded there, in order, records them and commits. A
+// failure leaves nothing half done. Migrate is idempotent, and processes
+// that run it at once wait for each other. A nil db returns
+// [omnibox.ErrNilDB].
+func (s *InboxStore) Migrate(ctx context.Context, db *sql.DB) (err error) {
+	if db == nil {
+		return omnibox.ErrNilDB
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("postgres: migrate %s: begin: %w", s.tableName, err)
+	}
+	defer func() {
+		if err != nil {
+			if rbErr := tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
+				err = errors.Join(err, fmt.Errorf("postgres: migrate %s: rollback: %w", s.tableName, rbErr))
+			}
+		}
+	}()
+	if err := s.migrateTx(ctx, tx); err != nil {
+		return fmt.Errorf("postgres: migrate %s: %w", s.tableName, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("postgres: migrate %s: commit: %w", s.tableName, err)
+	}
+	return nil
+}
+
+func (s *InboxStore) migrateTx(ctx context.Context, tx *sql.Tx) error {
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", s.migrateLockKey); err != nil {
+		return fmt.Errorf("taking the migration lock: %w", err)
+	}
+	if s.schema != "" {
+		// The same schema lock as the outbox store's, so that outbox and
+		// inbox migrations creating one schema do not collide.
+		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", lockKey("omnibox schema "+s.schema)); err != nil {
+			return fmt.Errorf("taking the schema lock: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS "+s.schema); err != nil {
+			return fmt.Errorf("creating schema: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, s.migrationsSQL.create); err != nil {
+		return fmt.Errorf("creating the migrations table: %w", err)
+	}
+	rows, err := tx.QueryContext(ctx, s.migrationsSQL.list)
+	if err != nil {
+		return fmt.Errorf("reading applied migrations: %w", err)
+	}
+	applied := make(map[int]bool)
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			_ = rows.Close()
+			return fmt.Errorf("reading applied migrations: %w", err)
+		}
+		applied[v] = true
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return fmt.Errorf("reading applied migrations: %w", err)
+	}
+	for _, m := range s.migrations {
+		if applied[m.Version] {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, m.Up); err != nil {
+			return fmt.Errorf("applying migration %d (%s): %w", m.Version, m.Name, err)
+		}
+		if _, err := tx.ExecContext(ctx, s.migrationsSQL.insert, m.Version, m.Name); err != nil {
+			return fmt.Errorf("recording migration %d (%s): %w", m.Version, m.Name, err)
+		}
+	}
+	return nil
+}

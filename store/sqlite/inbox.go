@@ -1,0 +1,334 @@
+package sqlite
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"embed"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"testing/fstest"
+	"text/template"
+
+	"github.com/omnibox-go/omnibox"
+	"github.com/omnibox-go/omnibox/inbox"
+	"github.com/omnibox-go/omnibox/internal/sqlident"
+)
+
+// DefaultInboxTable is the default of [InboxConfig.Table].
+const DefaultInboxTable = "omnibox_inbox"
+
+// InboxConfig configures an [InboxStore]. The zero value takes every
+// default.
+type InboxConfig struct {
+	// Table is the name of the inbox table. Its migrations table is named
+	// Table + "_migrations" and its index on processed_at Table +
+	// "_processed_at". It must be a plain lower-case identifier (see
+	// [InboxConfig.Validate]) and may not start with "sqlite_", a prefix
+	// SQLite reserves. Defaults to [DefaultInboxTable].
+	Table string
+}
+
+// Validate reports whether Table is a plain lower-case SQL identifier
+// (letters, digits and underscores, not starting with a digit, at most 48
+// bytes) outside SQLite's reserved "sqlite_" prefix; the error wraps
+// [omnibox.ErrInvalidIdentifier] and names the setting. An empty Table is
+// valid: it stands for [DefaultInboxTable].
+func (c *InboxConfig) Validate() error {
+	table := cmp.Or(c.Table, DefaultInboxTable)
+	if err := sqlident.Validate("sqlite: InboxConfig.Table", table, omnibox.ErrInvalidIdentifier); err != nil {
+		return err
+	}
+	if strings.HasPrefix(table, "sqlite_") {
+		return fmt.Errorf("%w: sqlite: InboxConfig.Table name %q starts with \"sqlite_\", which SQLite reserves for its own tables", omnibox.ErrInvalidIdentifier, table)
+	}
+	return nil
+}
+
+// InboxStore is the SQLite inbox store, the [inbox.Store] given to the
+// inbox: a table with a row per (consumer, message ID) processed. It holds no
+// connection (every method takes the executor to run on) and is safe for
+// concurrent use. Open the database with [Open], as for the outbox [Store].
+type InboxStore struct {
+	migrations    []Migration
+	migrationsSQL migrationsSQL
+	processedSQL  string
+	purgeSQL      string
+	recordSQL     string
+	table         string // quoted
+	tableName     string // unquoted, for messages
+}
+
+var _ inbox.Store = (*InboxStore)(nil)
+
+// NewInbox returns an inbox store for the table named by config. A nil
+// config returns [omnibox.ErrNilConfig]; &InboxConfig{} takes the defaults.
+// An invalid name returns an error wrapping [omnibox.ErrInvalidIdentifier].
+// NewInbox does not touch the database: create the table with
+// [InboxStore.Migrate], or apply [InboxStore.MigrationFS] with a migration
+// tool.
+func NewInbox(config *InboxConfig) (*InboxStore, error) {
+	if config == nil {
+		return nil, omnibox.ErrNilConfig
+	}
+	if err := config.Validate(); err != nil {
+		return nil, err
+	}
+	table := cmp.Or(config.Table, DefaultInboxTable)
+	s := &InboxStore{table: quote(table), tableName: table}
+	migrations, err := renderInboxMigrations(inboxTemplateData{
+		ProcessedAtIndex: quote(table + "_processed_at"),
+		Table:            s.table,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.migrations = migrations
+	s.migrationsSQL = newMigrationsSQL(quote(table + "_migrations"))
+
+	s.recordSQL = "INSERT INTO " + s.table + " (consumer, message_id, processed_at) VALUES (?1, ?2, " + nowMicros + ")" +
+		" ON CONFLICT (consumer, message_id) DO NOTHING"
+	s.processedSQL = "SELECT EXISTS (SELECT 1 FROM " + s.table + " WHERE consumer = ?1 AND message_id = ?2)"
+	s.purgeSQL = "DELETE FROM " + s.table + " WHERE rowid IN (SELECT rowid FROM " + s.table +
+		" WHERE processed_at < ?1 ORDER BY processed_at LIMIT ?2)"
+	return s, nil
+}
+
+// Record inserts (params.Consumer, params.MessageID) through tx, with the
+// database's clock as its processed_at, and reports whether the row is new,
+// following the contract of [inbox.Store]. It is one INSERT ... ON CONFLICT
+// DO NOTHING: a pair already recorded inserts nothing and returns false,
+// without an error and without aborting tx. The row is part of tx: it
+// disappears if tx rolls back.
+//
+// SQLite lets one transaction write at a time, so a second delivery of the
+// message cannot even start writing while the first one's transaction is
+// open: with [Open]'s immediate transactions it waits in BeginTx (with
+// deferred ones, in this INSERT), up to the busy timeout, and then sees the
+// outcome: false if the first committed, true if it rolled back. Keep the
+// transactions that record messages short. With deferred transactions,
+// Record should be the transaction's first statement (or follow a write):
+// after a read, SQLite fails the INSERT with SQLITE_BUSY_SNAPSHOT when
+// another connection wrote in between.
+//
+// An empty message ID returns [inbox.ErrEmptyMessageID]; an empty consumer,
+// or a name longer than [inbox.MaxConsumerLen] or an ID longer than
+// [inbox.MaxMessageIDLen] bytes, or one that is not valid UTF-8 or holds a
+// NUL byte, an error wrapping [inbox.ErrInvalid], before any statement runs.
+// A nil tx returns [omnibox.ErrNilTx].
+func (s *InboxStore) Record(ctx context.Context, tx omnibox.DBTX, params inbox.RecordParams) (bool, error) {
+	if tx == nil {
+		return false, omnibox.ErrNilTx
+	}
+	if err := params.Validate(); err != nil {
+		return false, fmt.Errorf("sqlite: recording in %s: %w", s.tableName, err)
+	}
+	res, err := tx.ExecContext(ctx, s.recordSQL, params.Consumer, params.MessageID)
+	if err != nil {
+		return false, fmt.Errorf("sqlite: recording message %q of consumer %q in %s: %w%s", params.MessageID, params.Consumer, s.tableName, err, busyHint(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("sqlite: recording in %s: %w", s.tableName, err)
+	}
+	return n == 1, nil
+}
+
+// Processed reports whether (params.Consumer, params.MessageID) is
+// recorded, as seen by db: through a transaction that recorded it, or once
+// that transaction committed. Arguments are validated as for
+// [InboxStore.Record]; a nil db returns [omnibox.ErrNilDB].
+func (s *InboxStore) Processed(ctx context.Context, db omnibox.DBTX, params inbox.RecordParams) (bool, error) {
+	if db == nil {
+		return false, omnibox.ErrNilDB
+	}
+	if err := params.Validate(); err != nil {
+		return false, fmt.Errorf("sqlite: checking %s: %w", s.tableName, err)
+	}
+	var found bool
+	if err := db.QueryRowContext(ctx, s.processedSQL, params.Consumer, params.MessageID).Scan(&found); err != nil {
+		return false, fmt.Errorf("sqlite: checking message %q of consumer %q in %s: %w%s", params.MessageID, params.Consumer, s.tableName, err, busyHint(err))
+	}
+	return found, nil
+}
+
+// Purge deletes at most params.Limit rows whose processed_at is earlier than
+// params.Before, oldest first, and reports how many it deleted. It is one
+// DELETE of the rowids that a walk of the processed_at index, stopped by the
+// LIMIT, picks, so each call does bounded work whatever the size of the
+// table (and holds the write lock that long). Call it again until it returns
+// fewer than params.Limit. A Limit of zero or less returns an error; a nil
+// db returns [omnibox.ErrNilDB].
+func (s *InboxStore) Purge(ctx context.Context, db omnibox.DBTX, params inbox.PurgeParams) (int, error) {
+	if db == nil {
+		return 0, omnibox.ErrNilDB
+	}
+	if params.Limit <= 0 {
+		return 0, fmt.Errorf("sqlite: purging %s: Limit must be positive, got %d", s.tableName, params.Limit)
+	}
+	res, err := db.ExecContext(ctx, s.purgeSQL, params.Before.UnixMicro(), int64(params.Limit))
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: purging %s: %w%s", s.tableName, err, busyHint(err))
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: purging %s: %w", s.tableName, err)
+	}
+	return int(n), nil
+}
+
+//go:embed inbox_migration/*.sql
+var inboxMigrationFiles embed.FS
+
+// inboxTemplateData are the names an inbox migration template may use, each
+// already validated and quoted.
+type inboxTemplateData struct {
+	// ProcessedAtIndex names the index on processed_at.
+	ProcessedAtIndex string
+	// Table is the quoted inbox table.
+	Table string
+}
+
+// inboxMigrationTemplates are the parsed files of inboxMigrationFiles, by
+// file name.
+var inboxMigrationTemplates = template.Must(template.New("").Option("missingkey=error").ParseFS(inboxMigrationFiles, "inbox_migration/*.sql"))
+
+// renderInboxMigrations renders every inbox migration file for names, in
+// version order.
+func renderInboxMigrations(names inboxTemplateData) ([]Migration, error) {
+	files, err := fs.Glob(inboxMigrationFiles, "inbox_migration/*.up.sql")
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(files)
+	migrations := make([]Migration, 0, len(files))
+	render := func(file string) (string, error) {
+		var b strings.Builder
+		if err := inboxMigrationTemplates.ExecuteTemplate(&b, file, names); err != nil {
+			return "", fmt.Errorf("sqlite: rendering inbox migration %s: %w", file, err)
+		}
+		return b.String(), nil
+	}
+	for _, file := range files {
+		base := strings.TrimSuffix(path.Base(file), ".up.sql")
+		v, name, ok := strings.Cut(base, "_")
+		version, err := strconv.Atoi(v)
+		if !ok || err != nil || version <= 0 {
+			return nil, fmt.Errorf("sqlite: bad inbox migration file name %q", file)
+		}
+		m := Migration{Name: name, Version: version}
+		if m.Up, err = render(base + ".up.sql"); err != nil {
+			return nil, err
+		}
+		if m.Down, err = render(base + ".down.sql"); err != nil {
+			return nil, err
+		}
+		migrations = append(migrations, m)
+	}
+	return migrations, nil
+}
+
+// Migrations returns the migrations of the inbox table, rendered for the
+// configured table, in version order. Apply them with [InboxStore.Migrate]
+// or with any migration tool.
+func (s *InboxStore) Migrations() []Migration {
+	return slices.Clone(s.migrations)
+}
+
+// MigrationFS returns the inbox migrations as files in the layout of
+// golang-migrate (and goose and most other tools): for each version,
+// NNNN_name.up.sql and NNNN_name.down.sql at the root, rendered for the
+// configured table. Each call returns a new file system. Keep it apart from
+// the outbox's [Store.MigrationFS]: both start at version 1.
+func (s *InboxStore) MigrationFS() fs.FS {
+	fsys := make(fstest.MapFS, 2*len(s.migrations))
+	for _, m := range s.migrations {
+		base := fmt.Sprintf("%04d_%s", m.Version, m.Name)
+		fsys[base+".up.sql"] = &fstest.MapFile{Data: []byte(m.Up), Mode: 0o444}
+		fsys[base+".down.sql"] = &fstest.MapFile{Data: []byte(m.Down), Mode: 0o444}
+	}
+	return fsys
+}
+
+// Migrate brings the inbox table up to date, the way [Store.Migrate] does
+// for the outbox: it checks the database (SQLite 3.38 or later, WAL journal
+// mode and a busy timeout; an error wraps [ErrDatabaseSettings]), then, on
+// one connection, in a BEGIN IMMEDIATE transaction, creates the migrations
+// table (Table + "_migrations") when missing, applies the migrations not yet
+// recorded there, in order, records them and commits. A failure leaves
+// nothing half done. Migrate is idempotent, and processes that run it at
+// once wait for each other (up to the busy timeout). A nil db returns
+// [omnibox.ErrNilDB].
+func (s *InboxStore) Migrate(ctx context.Context, db *sql.DB) (err error) {
+	if db == nil {
+		return omnibox.ErrNilDB
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("sqlite: migrate %s: %w", s.tableName, err)
+	}
+	defer func() {
+		if err != nil {
+			// Closing the connection rolls back whatever is left of the
+			// transaction: no pooled connection stays in one.
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+		_ = conn.Close()
+	}()
+	if err := checkDatabase(ctx, conn); err != nil {
+		return fmt.Errorf("sqlite: migrate %s: %w", s.tableName, err)
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return fmt.Errorf("sqlite: migrate %s: begin: %w%s", s.tableName, err, busyHint(err))
+	}
+	if err := s.migrateTx(ctx, conn); err != nil {
+		return fmt.Errorf("sqlite: migrate %s: %w", s.tableName, err)
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		return fmt.Errorf("sqlite: migrate %s: commit: %w%s", s.tableName, err, busyHint(err))
+	}
+	return nil
+}
+
+func (s *InboxStore) migrateTx(ctx context.Context, conn *sql.Conn) error {
+	if _, err := conn.ExecContext(ctx, s.migrationsSQL.create); err != nil {
+		return fmt.Errorf("creating the migrations table: %w", err)
+	}
+	rows, err := conn.QueryContext(ctx, s.migrationsSQL.list)
+	if err != nil {
+		return fmt.Errorf("reading applied migrations: %w", err)
+	}
+	applied := make(map[int]bool)
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			_ = rows.Close()
+			return fmt.Errorf("reading applied migrations: %w", err)
+		}
+		applied[v] = true
+	}
+	if err := rows.Err(); err != nil {
+		_ = rows.Close()
+		return fmt.Errorf("reading applied migrations: %w", err)
+	}
+	if err := rows.Close(); err != nil {
+		return fmt.Errorf("reading applied migrations: %w", err)
+	}
+	for _, m := range s.migrations {
+		if applied[m.Version] {
+			continue
+		}
+		if _, err := conn.ExecContext(ctx, m.Up); err != nil {
+			return fmt.Errorf("applying migration %d (%s): %w", m.Version, m.Name, err)
+		}
+		if _, err := conn.ExecContext(ctx, s.migrationsSQL.insert, m.Version, m.Name); err != nil {
+			return fmt.Errorf("recording migration %d (%s): %w", m.Version, m.Name, err)
+		}
+	}
+	return nil
+}
