@@ -1,0 +1,87 @@
+package inbox
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/omnibox-go/omnibox"
+)
+
+// Purge deletes the inbox rows recorded longer ago than [Config.Retention]
+// and returns how many it deleted. It deletes in batches of
+// [Config.RetentionBatchSize] rows, one bounded DELETE statement each, until
+// a batch comes back short, so it never runs one unbounded statement however
+// large the backlog. Given a *sql.DB each batch commits on its own; given a
+// *sql.Tx they all commit with it (and hold their locks until then).
+//
+// The window's end is computed once, from this process's clock, when Purge
+// starts; rows are stamped by the database's clock, so a skew between the
+// two shifts the window by that much. With Retention zero (keep forever)
+// Purge deletes nothing and returns 0. When ctx ends between batches Purge
+// returns what it deleted so far and ctx's error.
+func (i *Inbox) Purge(ctx context.Context, db omnibox.DBTX) (int, error) {
+	if db == nil {
+		return 0, omnibox.ErrNilDB
+	}
+	if i.config.Retention == 0 {
+		return 0, nil
+	}
+	before := i.now().Add(-i.config.Retention)
+	limit := i.config.RetentionBatchSize
+	total := 0
+	for {
+		n, err := i.store.Purge(ctx, db, PurgeParams{Before: before, Limit: limit})
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("inbox: purging rows recorded before %s: %w", before.UTC().Format(time.RFC3339), err)
+		}
+		if n < limit {
+			return total, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+	}
+}
+
+// RunRetention purges old inbox rows ([Inbox.Purge]) at once and then every
+// [Config.RetentionInterval], until ctx ends; it then returns nil. Errors are
+// logged and the purge is tried again at the next interval. Run it as a
+// goroutine in one or more replicas: concurrent purges are safe, though one
+// is enough. It returns [ErrRetentionDisabled] at once when
+// [Config.Retention] is zero, and [omnibox.ErrNilDB] for a nil db.
+func (i *Inbox) RunRetention(ctx context.Context, db *sql.DB) error {
+	if db == nil {
+		return omnibox.ErrNilDB
+	}
+	if i.config.Retention == 0 {
+		return ErrRetentionDisabled
+	}
+	log := i.config.Logger
+	log.InfoContext(ctx, "inbox retention started",
+		slog.Duration("retention", i.config.Retention), slog.Duration("interval", i.config.RetentionInterval))
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			log.InfoContext(context.WithoutCancel(ctx), "inbox retention stopped")
+			return nil
+		case <-timer.C:
+		}
+		n, err := i.Purge(ctx, db)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			// Stopping: the error is the cancellation.
+		case err != nil:
+			log.ErrorContext(ctx, "inbox retention failed; retrying at the next interval",
+				slog.Any("error", err), slog.Int("deleted", n), slog.Duration("interval", i.config.RetentionInterval))
+		case n > 0:
+			log.DebugContext(ctx, "inbox retention purged old rows", slog.Int("deleted", n))
+		}
+		timer.Reset(i.config.RetentionInterval)
+	}
+}
