@@ -4,22 +4,17 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
-	"path"
-	"slices"
 	"strconv"
-	"strings"
-	"testing/fstest"
-	"text/template"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/inbox"
+	"github.com/omnibox-go/omnibox/internal/migration"
 	"github.com/omnibox-go/omnibox/internal/sqlident"
 )
 
@@ -63,16 +58,12 @@ func (c *InboxConfig) Validate() error {
 // and IDs are stored as bytes, and times are written and compared as UTC on
 // the server. Autocommit must be on ([InboxStore.Migrate] checks it).
 type InboxStore struct {
-	database        string // as configured, empty when unqualified
-	migrations      []Migration
-	migrationsSQL   migrationsSQL
-	migrationsTable string // unquoted, for information_schema
-	processedSQL    string
-	purgePrefix     string
-	recordSQL       string
-	table           string // qualified and quoted
-	tableBare       string // unquoted, unqualified
-	tableName       string // qualified, unquoted, for messages
+	migrator     *migrator
+	processedSQL string
+	purgePrefix  string
+	recordSQL    string
+	table        string // qualified and quoted
+	tableName    string // qualified, unquoted, for messages
 }
 
 var _ inbox.Store = (*InboxStore)(nil)
@@ -91,23 +82,25 @@ func NewInbox(config *InboxConfig) (*InboxStore, error) {
 		return nil, err
 	}
 	table := cmp.Or(config.Table, DefaultInboxTable)
-	s := &InboxStore{database: config.Database, tableBare: table, tableName: table}
+	s := &InboxStore{tableName: table}
 	qualify := quote
 	if config.Database != "" {
 		qualify = func(name string) string { return quote(config.Database) + "." + quote(name) }
 		s.tableName = config.Database + "." + table
 	}
 	s.table = qualify(table)
-	s.migrationsTable = table + "_migrations"
-	s.migrationsSQL = newMigrationsSQL(qualify(s.migrationsTable))
-	migrations, err := renderInboxMigrations(inboxTemplateData{
+	migrator, err := newMigrator("inbox_migration", inboxTemplateData{
 		ProcessedAtIndex: quote(table + "_processed_at"),
 		Table:            s.table,
-	})
+	}, config.Database, table)
 	if err != nil {
 		return nil, err
 	}
-	s.migrations = migrations
+	migrator.checkSession = session.checkInbox
+	migrator.configName = "InboxConfig"
+	migrator.owner = "inbox"
+	migrator.tables = []string{table, table + "_migrations"}
+	s.migrator = migrator
 
 	s.recordSQL = "INSERT IGNORE INTO " + s.table + " (consumer, message_id, processed_at) VALUES (?, ?, UTC_TIMESTAMP(6))"
 	s.processedSQL = "SELECT EXISTS (SELECT 1 FROM " + s.table + " WHERE consumer = CAST(? AS BINARY) AND message_id = CAST(? AS BINARY))"
@@ -227,9 +220,6 @@ func (s *InboxStore) Purge(ctx context.Context, db omnibox.DBTX, params inbox.Pu
 	return int(n), nil
 }
 
-//go:embed inbox_migration/*.sql
-var inboxMigrationFiles embed.FS
-
 // inboxTemplateData are the names an inbox migration template may use, each
 // already validated and quoted.
 type inboxTemplateData struct {
@@ -239,50 +229,11 @@ type inboxTemplateData struct {
 	Table string
 }
 
-// inboxMigrationTemplates are the parsed files of inboxMigrationFiles, by
-// file name.
-var inboxMigrationTemplates = template.Must(template.New("").Option("missingkey=error").ParseFS(inboxMigrationFiles, "inbox_migration/*.sql"))
-
-// renderInboxMigrations renders every inbox migration file for names, in
-// version order.
-func renderInboxMigrations(names inboxTemplateData) ([]Migration, error) {
-	files, err := fs.Glob(inboxMigrationFiles, "inbox_migration/*.up.sql")
-	if err != nil {
-		return nil, err
-	}
-	slices.Sort(files)
-	migrations := make([]Migration, 0, len(files))
-	render := func(file string) (string, error) {
-		var b strings.Builder
-		if err := inboxMigrationTemplates.ExecuteTemplate(&b, file, names); err != nil {
-			return "", fmt.Errorf("mysql: rendering inbox migration %s: %w", file, err)
-		}
-		return b.String(), nil
-	}
-	for _, file := range files {
-		base := strings.TrimSuffix(path.Base(file), ".up.sql")
-		v, name, ok := strings.Cut(base, "_")
-		version, err := strconv.Atoi(v)
-		if !ok || err != nil || version <= 0 {
-			return nil, fmt.Errorf("mysql: bad inbox migration file name %q", file)
-		}
-		m := Migration{Name: name, Version: version}
-		if m.Up, err = render(base + ".up.sql"); err != nil {
-			return nil, err
-		}
-		if m.Down, err = render(base + ".down.sql"); err != nil {
-			return nil, err
-		}
-		migrations = append(migrations, m)
-	}
-	return migrations, nil
-}
-
 // Migrations returns the migrations of the inbox table, rendered for the
 // configured database and table, in version order. Apply them with
 // [InboxStore.Migrate] or with any migration tool.
 func (s *InboxStore) Migrations() []Migration {
-	return slices.Clone(s.migrations)
+	return migration.Export[Migration](s.migrator.migrations)
 }
 
 // MigrationFS returns the inbox migrations as files in the layout of
@@ -291,13 +242,7 @@ func (s *InboxStore) Migrations() []Migration {
 // configured database and table. Each call returns a new file system. Keep
 // it apart from the outbox's [Store.MigrationFS]: both start at version 1.
 func (s *InboxStore) MigrationFS() fs.FS {
-	fsys := make(fstest.MapFS, 2*len(s.migrations))
-	for _, m := range s.migrations {
-		base := fmt.Sprintf("%04d_%s", m.Version, m.Name)
-		fsys[base+".up.sql"] = &fstest.MapFile{Data: []byte(m.Up), Mode: 0o444}
-		fsys[base+".down.sql"] = &fstest.MapFile{Data: []byte(m.Down), Mode: 0o444}
-	}
-	return fsys
+	return migration.FS(s.migrator.migrations)
 }
 
 // Migrate brings the inbox table up to date, the way [Store.Migrate] does
@@ -313,136 +258,17 @@ func (s *InboxStore) MigrationFS() fs.FS {
 // by the next Migrate. Migrate is idempotent. The database must exist. A nil
 // db returns [omnibox.ErrNilDB].
 func (s *InboxStore) Migrate(ctx context.Context, db *sql.DB) error {
-	if db == nil {
-		return omnibox.ErrNilDB
-	}
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("mysql: migrate %s: connecting: %w", s.tableName, err)
-	}
-	defer func() { _ = conn.Close() }()
-	if err := s.migrate(ctx, conn); err != nil {
-		return fmt.Errorf("mysql: migrate %s: %w", s.tableName, err)
-	}
-	return nil
+	return s.migrator.migrate(ctx, db)
 }
 
-func (s *InboxStore) migrate(ctx context.Context, conn *sql.Conn) error {
-	database, err := s.checkServer(ctx, conn)
-	if err != nil {
-		return err
-	}
-	lockName := migrateLockName(database, s.tableBare)
-	if err := getLock(ctx, conn, lockName); err != nil {
-		return err
-	}
-	defer releaseLock(ctx, conn, lockName)
-
-	if _, err := conn.ExecContext(ctx, s.migrationsSQL.create); err != nil {
-		return fmt.Errorf("creating the migrations table: %w", err)
-	}
-	applied, err := s.appliedVersions(ctx, conn)
-	if err != nil {
-		return err
-	}
-	for _, m := range s.migrations {
-		if applied[m.Version] {
-			continue
-		}
-		for _, stmt := range splitStatements(m.Up) {
-			if _, err := conn.ExecContext(ctx, stmt); err != nil {
-				return fmt.Errorf("applying migration %d (%s): %w", m.Version, m.Name, err)
-			}
-		}
-		if _, err := conn.ExecContext(ctx, s.migrationsSQL.insert, m.Version, m.Name); err != nil {
-			return fmt.Errorf("recording migration %d (%s): %w", m.Version, m.Name, err)
-		}
-	}
-	return s.checkEngines(ctx, conn, database)
-}
-
-// checkServer checks the server version and that autocommit is on (Purge
-// may run outside a transaction), and returns the database holding the
-// tables. Unlike the outbox, the inbox does not need a utf8mb4 connection:
-// its columns are binary, so the bytes sent are the bytes stored.
-func (s *InboxStore) checkServer(ctx context.Context, conn *sql.Conn) (string, error) {
-	var (
-		version    string
-		current    sql.NullString
-		autocommit int64
-	)
-	if err := conn.QueryRowContext(ctx, "SELECT VERSION(), DATABASE(), @@autocommit").Scan(&version, &current, &autocommit); err != nil {
-		return "", fmt.Errorf("reading the server's version and session settings: %w", err)
-	}
-	if err := checkVersion(version); err != nil {
-		return "", err
-	}
-	if autocommit != 1 {
-		return "", errors.New("autocommit is off on the connection, so statements outside transactions (Purge) would never commit: " +
+// checkInbox reports a setting of the session that the inbox store cannot
+// work with: autocommit off (Purge may run outside a transaction). Unlike
+// the outbox, the inbox does not need a utf8mb4 connection: its columns are
+// binary, so the bytes sent are the bytes stored.
+func (s session) checkInbox() error {
+	if !s.autocommit {
+		return errors.New("autocommit is off on the connection, so statements outside transactions (Purge) would never commit: " +
 			"remove autocommit=0 (or false) from the DSN and from the server's init_connect")
-	}
-	if s.database != "" {
-		return s.database, nil
-	}
-	if !current.Valid || current.String == "" {
-		return "", errors.New("no database selected: name one in the DSN (user@tcp(host:3306)/dbname) or set InboxConfig.Database")
-	}
-	return current.String, nil
-}
-
-func (s *InboxStore) appliedVersions(ctx context.Context, conn *sql.Conn) (map[int]bool, error) {
-	rows, err := conn.QueryContext(ctx, s.migrationsSQL.list)
-	if err != nil {
-		return nil, fmt.Errorf("reading applied migrations: %w", err)
-	}
-	defer rows.Close()
-	applied := make(map[int]bool)
-	for rows.Next() {
-		var v int
-		if err := rows.Scan(&v); err != nil {
-			return nil, fmt.Errorf("reading applied migrations: %w", err)
-		}
-		applied[v] = true
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading applied migrations: %w", err)
-	}
-	return applied, nil
-}
-
-// checkEngines checks that the inbox table and its migrations table exist
-// in database and use InnoDB: with another engine, Record would neither wait
-// for a concurrent delivery nor vanish with a rolled back transaction.
-func (s *InboxStore) checkEngines(ctx context.Context, conn *sql.Conn, database string) error {
-	tables := []string{s.tableBare, s.migrationsTable}
-	rows, err := conn.QueryContext(ctx,
-		"SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?, ?)",
-		database, tables[0], tables[1])
-	if err != nil {
-		return fmt.Errorf("checking the tables' engine: %w", err)
-	}
-	defer rows.Close()
-	engines := make(map[string]string, len(tables))
-	for rows.Next() {
-		var name string
-		var engine sql.NullString
-		if err := rows.Scan(&name, &engine); err != nil {
-			return fmt.Errorf("checking the tables' engine: %w", err)
-		}
-		engines[name] = engine.String
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("checking the tables' engine: %w", err)
-	}
-	for _, table := range tables {
-		engine, ok := engines[table]
-		switch {
-		case !ok:
-			return fmt.Errorf("table %s.%s is missing after migrating", database, table)
-		case !strings.EqualFold(engine, "InnoDB"):
-			return fmt.Errorf("table %s.%s uses the %q engine; the inbox needs InnoDB (row locks and transactions): ALTER TABLE %s.%s ENGINE = InnoDB",
-				database, table, engine, quote(database), quote(table))
-		}
 	}
 	return nil
 }

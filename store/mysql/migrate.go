@@ -10,15 +10,12 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
-	"path"
-	"slices"
 	"strconv"
 	"strings"
-	"testing/fstest"
-	"text/template"
 	"time"
 
 	"github.com/omnibox-go/omnibox"
+	"github.com/omnibox-go/omnibox/internal/migration"
 )
 
 // Migration is one step of the outbox tables' schema, its SQL rendered for
@@ -39,7 +36,10 @@ type Migration struct {
 	Version int
 }
 
-//go:embed migration/*.sql
+// migrationFiles are the templates of the outbox (migration/) and inbox
+// (inbox_migration/) migrations.
+//
+//go:embed migration/*.sql inbox_migration/*.sql
 var migrationFiles embed.FS
 
 // templateData are the names a migration template may use, each already
@@ -54,44 +54,6 @@ type templateData struct {
 	MetadataCheck string
 	// Table is the quoted, qualified outbox table.
 	Table string
-}
-
-// migrationTemplates are the parsed files of migrationFiles, by file name.
-var migrationTemplates = template.Must(template.New("").Option("missingkey=error").ParseFS(migrationFiles, "migration/*.sql"))
-
-// renderMigrations renders every migration file for names, in version order.
-func renderMigrations(names templateData) ([]Migration, error) {
-	files, err := fs.Glob(migrationFiles, "migration/*.up.sql")
-	if err != nil {
-		return nil, err
-	}
-	slices.Sort(files)
-	migrations := make([]Migration, 0, len(files))
-	for _, file := range files {
-		base := strings.TrimSuffix(path.Base(file), ".up.sql")
-		v, name, ok := strings.Cut(base, "_")
-		version, err := strconv.Atoi(v)
-		if !ok || err != nil || version <= 0 {
-			return nil, fmt.Errorf("mysql: bad migration file name %q", file)
-		}
-		m := Migration{Name: name, Version: version}
-		if m.Up, err = render(base+".up.sql", names); err != nil {
-			return nil, err
-		}
-		if m.Down, err = render(base+".down.sql", names); err != nil {
-			return nil, err
-		}
-		migrations = append(migrations, m)
-	}
-	return migrations, nil
-}
-
-func render(file string, names templateData) (string, error) {
-	var b strings.Builder
-	if err := migrationTemplates.ExecuteTemplate(&b, file, names); err != nil {
-		return "", fmt.Errorf("mysql: rendering migration %s: %w", file, err)
-	}
-	return b.String(), nil
 }
 
 // splitStatements splits a migration script into its statements, at the
@@ -151,7 +113,7 @@ func lineComment(s string) bool {
 // configured database and table, in version order. Apply them with
 // [Store.Migrate] or with any migration tool.
 func (s *Store) Migrations() []Migration {
-	return slices.Clone(s.migrations)
+	return migration.Export[Migration](s.migrator.migrations)
 }
 
 // MigrationFS returns the migrations as files in the layout of
@@ -161,34 +123,7 @@ func (s *Store) Migrations() []Migration {
 // files hold several statements each: golang-migrate's MySQL driver runs
 // them only on a connection opened with multiStatements=true.
 func (s *Store) MigrationFS() fs.FS {
-	fsys := make(fstest.MapFS, 2*len(s.migrations))
-	for _, m := range s.migrations {
-		base := fmt.Sprintf("%04d_%s", m.Version, m.Name)
-		fsys[base+".up.sql"] = &fstest.MapFile{Data: []byte(m.Up), Mode: 0o444}
-		fsys[base+".down.sql"] = &fstest.MapFile{Data: []byte(m.Down), Mode: 0o444}
-	}
-	return fsys
-}
-
-// migrationsSQL are the statements on the table that records the applied
-// migrations (Table + "_migrations", in the same database).
-type migrationsSQL struct {
-	create string
-	insert string
-	list   string
-}
-
-func newMigrationsSQL(table string) migrationsSQL {
-	return migrationsSQL{
-		create: "CREATE TABLE IF NOT EXISTS " + table + ` (
-    version    INT          NOT NULL,
-    name       VARCHAR(255) NOT NULL,
-    applied_at DATETIME(6)  NOT NULL,
-    PRIMARY KEY (version)
-) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin`,
-		insert: "INSERT INTO " + table + " (version, name, applied_at) VALUES (?, ?, UTC_TIMESTAMP(6))",
-		list:   "SELECT version FROM " + table,
-	}
+	return migration.FS(s.migrator.migrations)
 }
 
 // migrateLockWait is how long one GET_LOCK call waits, in seconds; Migrate
@@ -220,62 +155,105 @@ const migrateLockWait = 1
 // Migrate is idempotent. The database must exist. A nil db returns
 // [omnibox.ErrNilDB].
 func (s *Store) Migrate(ctx context.Context, db *sql.DB) error {
+	return s.migrator.migrate(ctx, db)
+}
+
+// restoreLockRow inserts the claim lock row should it have been deleted:
+// without it every claim fails.
+func (s *Store) restoreLockRow(ctx context.Context, conn *sql.Conn) error {
+	if _, err := conn.ExecContext(ctx, "INSERT INTO "+s.lockTable+" (id) VALUES (1) ON DUPLICATE KEY UPDATE id = id"); err != nil {
+		return fmt.Errorf("restoring the claim lock row: %w", err)
+	}
+	return nil
+}
+
+// migrator applies the migrations of one store's tables (the outbox's or
+// the inbox's), recording them in the table's migrations table.
+type migrator struct {
+	// after, when not nil, runs once the migrations are applied, before
+	// the engines are checked.
+	after func(ctx context.Context, conn *sql.Conn) error
+	// checkSession reports a session setting the store cannot work with.
+	checkSession func(session) error
+	configName   string // "Config" or "InboxConfig", for messages
+	database     string // as configured, empty when unqualified
+	migrations   []migration.Migration
+	owner        string   // "outbox" or "inbox", for messages
+	tableBare    string   // unquoted, unqualified
+	tableName    string   // qualified, unquoted, for messages
+	tables       []string // unquoted, unqualified: the tables that must use InnoDB
+	tracking     migration.Tracking
+}
+
+// newMigrator renders the migrations in dir for data, for the table named
+// table in database (both unquoted, database empty when unqualified). The
+// caller sets the fields that differ between the outbox and the inbox.
+func newMigrator(dir string, data any, database, table string) (*migrator, error) {
+	migrations, err := migration.Render("mysql", migrationFiles, dir, data)
+	if err != nil {
+		return nil, err
+	}
+	m := &migrator{database: database, migrations: migrations, tableBare: table, tableName: table}
+	migrationsTable := quote(table + "_migrations")
+	if database != "" {
+		m.tableName = database + "." + table
+		migrationsTable = quote(database) + "." + migrationsTable
+	}
+	m.tracking = migration.Tracking{
+		Create: "CREATE TABLE IF NOT EXISTS " + migrationsTable + ` (
+    version    INT          NOT NULL,
+    name       VARCHAR(255) NOT NULL,
+    applied_at DATETIME(6)  NOT NULL,
+    PRIMARY KEY (version)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin`,
+		Insert: "INSERT INTO " + migrationsTable + " (version, name, applied_at) VALUES (?, ?, UTC_TIMESTAMP(6))",
+		List:   "SELECT version FROM " + migrationsTable,
+	}
+	return m, nil
+}
+
+// migrate applies the pending migrations on one connection taken from db's
+// pool, under a named lock; see [Store.Migrate].
+func (m *migrator) migrate(ctx context.Context, db *sql.DB) error {
 	if db == nil {
 		return omnibox.ErrNilDB
 	}
 	conn, err := db.Conn(ctx)
 	if err != nil {
-		return fmt.Errorf("mysql: migrate %s: connecting: %w", s.tableName, err)
+		return fmt.Errorf("mysql: migrate %s: connecting: %w", m.tableName, err)
 	}
 	defer func() { _ = conn.Close() }()
-	if err := s.migrate(ctx, conn); err != nil {
-		return fmt.Errorf("mysql: migrate %s: %w", s.tableName, err)
+	if err := m.migrateConn(ctx, conn); err != nil {
+		return fmt.Errorf("mysql: migrate %s: %w", m.tableName, err)
 	}
 	return nil
 }
 
-func (s *Store) migrate(ctx context.Context, conn *sql.Conn) error {
-	database, err := s.checkServer(ctx, conn)
+func (m *migrator) migrateConn(ctx context.Context, conn *sql.Conn) error {
+	database, err := m.checkServer(ctx, conn)
 	if err != nil {
 		return err
 	}
-	lockName := migrateLockName(database, s.tableBare)
+	lockName := migrateLockName(database, m.tableBare)
 	if err := getLock(ctx, conn, lockName); err != nil {
 		return err
 	}
 	defer releaseLock(ctx, conn, lockName)
 
-	if _, err := conn.ExecContext(ctx, s.migrationsSQL.create); err != nil {
-		return fmt.Errorf("creating the migrations table: %w", err)
-	}
-	applied, err := s.appliedVersions(ctx, conn)
-	if err != nil {
+	if err := migration.Apply(ctx, conn, m.tracking, m.migrations, splitStatements); err != nil {
 		return err
 	}
-	for _, m := range s.migrations {
-		if applied[m.Version] {
-			continue
-		}
-		for _, stmt := range splitStatements(m.Up) {
-			if _, err := conn.ExecContext(ctx, stmt); err != nil {
-				return fmt.Errorf("applying migration %d (%s): %w", m.Version, m.Name, err)
-			}
-		}
-		if _, err := conn.ExecContext(ctx, s.migrationsSQL.insert, m.Version, m.Name); err != nil {
-			return fmt.Errorf("recording migration %d (%s): %w", m.Version, m.Name, err)
+	if m.after != nil {
+		if err := m.after(ctx, conn); err != nil {
+			return err
 		}
 	}
-	// Restore the claim lock row should it have been deleted: without it
-	// every claim fails.
-	if _, err := conn.ExecContext(ctx, "INSERT INTO "+s.lockTable+" (id) VALUES (1) ON DUPLICATE KEY UPDATE id = id"); err != nil {
-		return fmt.Errorf("restoring the claim lock row: %w", err)
-	}
-	return s.checkEngines(ctx, conn, database)
+	return m.checkEngines(ctx, conn, database)
 }
 
 // checkServer checks the server version and the session's settings, and
 // returns the database holding the tables.
-func (s *Store) checkServer(ctx context.Context, conn *sql.Conn) (string, error) {
+func (m *migrator) checkServer(ctx context.Context, conn *sql.Conn) (string, error) {
 	var (
 		version    string
 		current    sql.NullString
@@ -290,17 +268,16 @@ func (s *Store) checkServer(ctx context.Context, conn *sql.Conn) (string, error)
 		return "", err
 	}
 	sess.autocommit = autocommit == 1
-	if err := sess.check(); err != nil {
+	if err := m.checkSession(sess); err != nil {
 		return "", err
 	}
-	database := s.database
-	if database == "" {
-		if !current.Valid || current.String == "" {
-			return "", errors.New("no database selected: name one in the DSN (user@tcp(host:3306)/dbname) or set Config.Database")
-		}
-		database = current.String
+	if m.database != "" {
+		return m.database, nil
 	}
-	return database, nil
+	if !current.Valid || current.String == "" {
+		return "", fmt.Errorf("no database selected: name one in the DSN (user@tcp(host:3306)/dbname) or set %s.Database", m.configName)
+	}
+	return current.String, nil
 }
 
 // checkVersion accepts MySQL 8.0.16 and later and MariaDB 10.6 and later,
@@ -429,39 +406,24 @@ func releaseLock(ctx context.Context, conn *sql.Conn, name string) {
 	}
 }
 
-func (s *Store) appliedVersions(ctx context.Context, conn *sql.Conn) (map[int]bool, error) {
-	rows, err := conn.QueryContext(ctx, s.migrationsSQL.list)
-	if err != nil {
-		return nil, fmt.Errorf("reading applied migrations: %w", err)
+// checkEngines checks that the tables exist in database and use InnoDB: a
+// table created earlier with another engine (or by a server that
+// substituted one) would leave claims and Record without row locks or
+// transactions.
+func (m *migrator) checkEngines(ctx context.Context, conn *sql.Conn, database string) error {
+	args := make([]any, 0, 1+len(m.tables))
+	args = append(args, database)
+	for _, table := range m.tables {
+		args = append(args, table)
 	}
-	defer rows.Close()
-	applied := make(map[int]bool)
-	for rows.Next() {
-		var v int
-		if err := rows.Scan(&v); err != nil {
-			return nil, fmt.Errorf("reading applied migrations: %w", err)
-		}
-		applied[v] = true
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading applied migrations: %w", err)
-	}
-	return applied, nil
-}
-
-// checkEngines checks that the store's tables exist in database and use
-// InnoDB: a table created earlier with another engine (or by a server that
-// substituted one) would leave claims without row locks or transactions.
-func (s *Store) checkEngines(ctx context.Context, conn *sql.Conn, database string) error {
-	tables := []string{s.tableBare, s.tableBare + "_lock", s.migrationsTable}
 	rows, err := conn.QueryContext(ctx,
-		"SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?, ?, ?)",
-		database, tables[0], tables[1], tables[2])
+		"SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME IN (?"+strings.Repeat(", ?", len(m.tables)-1)+")",
+		args...)
 	if err != nil {
 		return fmt.Errorf("checking the tables' engine: %w", err)
 	}
 	defer rows.Close()
-	engines := make(map[string]string, len(tables))
+	engines := make(map[string]string, len(m.tables))
 	for rows.Next() {
 		var name string
 		var engine sql.NullString
@@ -473,14 +435,14 @@ func (s *Store) checkEngines(ctx context.Context, conn *sql.Conn, database strin
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("checking the tables' engine: %w", err)
 	}
-	for _, table := range tables {
+	for _, table := range m.tables {
 		engine, ok := engines[table]
 		switch {
 		case !ok:
 			return fmt.Errorf("table %s.%s is missing after migrating", database, table)
 		case !strings.EqualFold(engine, "InnoDB"):
-			return fmt.Errorf("table %s.%s uses the %q engine; the outbox needs InnoDB (row locks and transactions): ALTER TABLE %s.%s ENGINE = InnoDB",
-				database, table, engine, quote(database), quote(table))
+			return fmt.Errorf("table %s.%s uses the %q engine; the %s needs InnoDB (row locks and transactions): ALTER TABLE %s.%s ENGINE = InnoDB",
+				database, table, engine, m.owner, quote(database), quote(table))
 		}
 	}
 	return nil

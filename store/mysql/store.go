@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/omnibox-go/omnibox"
+	"github.com/omnibox-go/omnibox/internal/metadatajson"
 	"github.com/omnibox-go/omnibox/internal/sqlident"
 )
 
@@ -56,23 +56,19 @@ func (c *Config) Validate() error {
 // default) with autocommit on: parseTime, loc, time_zone and
 // interpolateParams may be set either way.
 type Store struct {
-	database        string // as configured, empty when unqualified
-	deliverPrefix   string
-	headPrefix      string
-	insertPrefix    string
-	lockCountSQL    string
-	lockRowsPrefix  string
-	lockSQL         string
-	lockTable       string // qualified and quoted
-	migrations      []Migration
-	migrationsSQL   migrationsSQL
-	migrationsTable string // unquoted, for information_schema
-	pendingSQL      string
-	releasePrefix   string
-	table           string // qualified and quoted
-	tableBare       string // unquoted, unqualified
-	tableName       string // qualified, unquoted, for messages
-	updatePrefix    string
+	deliverPrefix  string
+	headPrefix     string
+	insertPrefix   string
+	lockCountSQL   string
+	lockRowsPrefix string
+	lockSQL        string
+	lockTable      string // qualified and quoted
+	migrator       *migrator
+	pendingSQL     string
+	releasePrefix  string
+	table          string // qualified and quoted
+	tableName      string // qualified, unquoted, for messages
+	updatePrefix   string
 }
 
 var (
@@ -93,7 +89,7 @@ func New(config *Config) (*Store, error) {
 		return nil, err
 	}
 	table := cmp.Or(config.Table, DefaultTable)
-	s := &Store{database: config.Database, tableBare: table, tableName: table}
+	s := &Store{tableName: table}
 	qualify := quote
 	if config.Database != "" {
 		qualify = func(name string) string { return quote(config.Database) + "." + quote(name) }
@@ -101,18 +97,21 @@ func New(config *Config) (*Store, error) {
 	}
 	s.table = qualify(table)
 	s.lockTable = qualify(table + "_lock")
-	s.migrationsTable = table + "_migrations"
-	s.migrationsSQL = newMigrationsSQL(qualify(s.migrationsTable))
-	migrations, err := renderMigrations(templateData{
+	migrator, err := newMigrator("migration", templateData{
 		EventIDKey:    quote(table + "_event_id_key"),
 		LockTable:     s.lockTable,
 		MetadataCheck: quote(table + "_metadata_check"),
 		Table:         s.table,
-	})
+	}, config.Database, table)
 	if err != nil {
 		return nil, err
 	}
-	s.migrations = migrations
+	migrator.after = s.restoreLockRow
+	migrator.checkSession = session.check
+	migrator.configName = "Config"
+	migrator.owner = "outbox"
+	migrator.tables = []string{table, table + "_lock", table + "_migrations"}
+	s.migrator = migrator
 
 	s.insertPrefix = "INSERT INTO " + s.table + " (event_id, topic, event_key, payload, metadata, created_at) VALUES "
 	s.lockSQL = "SELECT id, @@character_set_client, @@character_set_connection, @@character_set_results, @@autocommit FROM " +
@@ -260,7 +259,7 @@ func (s *Store) insertChunk(ctx context.Context, tx omnibox.DBTX, events []omnib
 	b.WriteString(s.insertPrefix)
 	args := make([]any, 0, len(events)*insertColumns)
 	for i, ev := range events {
-		metadata, err := encodeMetadata(ev.Metadata)
+		metadata, err := metadatajson.Encode(ev.Metadata)
 		if err != nil {
 			return fmt.Errorf("mysql: encoding metadata of event %q: %w", ev.ID, err)
 		}
@@ -283,31 +282,6 @@ func (s *Store) insertChunk(ctx context.Context, tx omnibox.DBTX, events []omnib
 		return fmt.Errorf("mysql: inserting %d event(s) into %s: %w", len(events), s.tableName, err)
 	}
 	return nil
-}
-
-func encodeMetadata(m map[string]string) (string, error) {
-	if len(m) == 0 {
-		return "{}", nil
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return "", err
-	}
-	return string(b), nil
-}
-
-func decodeMetadata(s string) (map[string]string, error) {
-	if s == "" || s == "{}" {
-		return nil, nil
-	}
-	var m map[string]string
-	if err := json.Unmarshal([]byte(s), &m); err != nil {
-		return nil, err
-	}
-	if len(m) == 0 {
-		return nil, nil
-	}
-	return m, nil
 }
 
 // isDuplicateKey reports whether err is MySQL's ER_DUP_ENTRY (1062). The
@@ -505,7 +479,7 @@ func (s *Store) lockFreeChunk(ctx context.Context, tx omnibox.DBTX, seqs []int64
 		if ev.CreatedAt, err = time.ParseInLocation(timeLayout, createdAt, time.UTC); err != nil {
 			return false, fmt.Errorf("mysql: claim from %s: reading created_at of event %q: %w", s.tableName, ev.ID, err)
 		}
-		if ev.Metadata, err = decodeMetadata(metadata); err != nil {
+		if ev.Metadata, err = metadatajson.Decode(metadata); err != nil {
 			return false, fmt.Errorf("mysql: claim from %s: decoding metadata of event %q: %w", s.tableName, ev.ID, err)
 		}
 		ev.Attempts++ // this claim

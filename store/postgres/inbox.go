@@ -4,19 +4,12 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"embed"
-	"errors"
 	"fmt"
 	"io/fs"
-	"path"
-	"slices"
-	"strconv"
-	"strings"
-	"testing/fstest"
-	"text/template"
 
 	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/inbox"
+	"github.com/omnibox-go/omnibox/internal/migration"
 	"github.com/omnibox-go/omnibox/internal/sqlident"
 )
 
@@ -55,15 +48,13 @@ func (c *InboxConfig) Validate() error {
 // no connection (every method takes the executor to run on) and is safe for
 // concurrent use. It works with the lib/pq and pgx (stdlib) drivers.
 type InboxStore struct {
-	migrateLockKey int64
-	migrations     []Migration
-	migrationsSQL  migrationsSQL
-	processedSQL   string
-	purgeSQL       string
-	recordSQL      string
-	schema         string // quoted, empty when unqualified
-	table          string // qualified and quoted
-	tableName      string // qualified, unquoted, for messages
+	migrator     *migrator
+	processedSQL string
+	purgeSQL     string
+	recordSQL    string
+	schema       string // quoted, empty when unqualified
+	table        string // qualified and quoted
+	tableName    string // qualified, unquoted, for messages
 }
 
 var _ inbox.Store = (*InboxStore)(nil)
@@ -83,25 +74,21 @@ func NewInbox(config *InboxConfig) (*InboxStore, error) {
 	}
 	table := cmp.Or(config.Table, DefaultInboxTable)
 	s := &InboxStore{table: quote(table), tableName: table}
-	migrationsTable := quote(table + "_migrations")
 	if config.Schema != "" {
 		s.schema = quote(config.Schema)
 		s.table = s.schema + "." + s.table
 		s.tableName = config.Schema + "." + table
-		migrationsTable = s.schema + "." + migrationsTable
 	}
-	s.migrateLockKey = lockKey("omnibox inbox migrate " + s.tableName)
-	s.migrationsSQL = newMigrationsSQL(migrationsTable)
-	migrations, err := renderInboxMigrations(inboxTemplateData{
+	migrator, err := newMigrator("inbox_migration", inboxTemplateData{
 		PrimaryKey:       quote(table + "_pkey"),
 		ProcessedAtIndex: quote(table + "_processed_at"),
 		Schema:           s.schema,
 		Table:            s.table,
-	})
+	}, s.schema, table, s.tableName, "omnibox inbox migrate "+s.tableName)
 	if err != nil {
 		return nil, err
 	}
-	s.migrations = migrations
+	s.migrator = migrator
 
 	s.recordSQL = "INSERT INTO " + s.table + " (consumer, message_id, processed_at) VALUES ($1::text, $2::text, statement_timestamp())" +
 		" ON CONFLICT (consumer, message_id) DO NOTHING"
@@ -194,9 +181,6 @@ func (s *InboxStore) Purge(ctx context.Context, db omnibox.DBTX, params inbox.Pu
 	return int(n), nil
 }
 
-//go:embed inbox_migration/*.sql
-var inboxMigrationFiles embed.FS
-
 // inboxTemplateData are the names an inbox migration template may use, each
 // already validated and quoted.
 type inboxTemplateData struct {
@@ -210,50 +194,11 @@ type inboxTemplateData struct {
 	Table string
 }
 
-// inboxMigrationTemplates are the parsed files of inboxMigrationFiles, by
-// file name.
-var inboxMigrationTemplates = template.Must(template.New("").Option("missingkey=error").ParseFS(inboxMigrationFiles, "inbox_migration/*.sql"))
-
-// renderInboxMigrations renders every inbox migration file for names, in
-// version order.
-func renderInboxMigrations(names inboxTemplateData) ([]Migration, error) {
-	files, err := fs.Glob(inboxMigrationFiles, "inbox_migration/*.up.sql")
-	if err != nil {
-		return nil, err
-	}
-	slices.Sort(files)
-	migrations := make([]Migration, 0, len(files))
-	render := func(file string) (string, error) {
-		var b strings.Builder
-		if err := inboxMigrationTemplates.ExecuteTemplate(&b, file, names); err != nil {
-			return "", fmt.Errorf("postgres: rendering inbox migration %s: %w", file, err)
-		}
-		return b.String(), nil
-	}
-	for _, file := range files {
-		base := strings.TrimSuffix(path.Base(file), ".up.sql")
-		v, name, ok := strings.Cut(base, "_")
-		version, err := strconv.Atoi(v)
-		if !ok || err != nil || version <= 0 {
-			return nil, fmt.Errorf("postgres: bad inbox migration file name %q", file)
-		}
-		m := Migration{Name: name, Version: version}
-		if m.Up, err = render(base + ".up.sql"); err != nil {
-			return nil, err
-		}
-		if m.Down, err = render(base + ".down.sql"); err != nil {
-			return nil, err
-		}
-		migrations = append(migrations, m)
-	}
-	return migrations, nil
-}
-
 // Migrations returns the migrations of the inbox table, rendered for the
 // configured schema and table, in version order. Apply them with
 // [InboxStore.Migrate] or with any migration tool.
 func (s *InboxStore) Migrations() []Migration {
-	return slices.Clone(s.migrations)
+	return migration.Export[Migration](s.migrator.migrations)
 }
 
 // MigrationFS returns the inbox migrations as files in the layout of
@@ -262,13 +207,7 @@ func (s *InboxStore) Migrations() []Migration {
 // configured schema and table. Each call returns a new file system. Keep it
 // apart from the outbox's [Store.MigrationFS]: both start at version 1.
 func (s *InboxStore) MigrationFS() fs.FS {
-	fsys := make(fstest.MapFS, 2*len(s.migrations))
-	for _, m := range s.migrations {
-		base := fmt.Sprintf("%04d_%s", m.Version, m.Name)
-		fsys[base+".up.sql"] = &fstest.MapFile{Data: []byte(m.Up), Mode: 0o444}
-		fsys[base+".down.sql"] = &fstest.MapFile{Data: []byte(m.Down), Mode: 0o444}
-	}
-	return fsys
+	return migration.FS(s.migrator.migrations)
 }
 
 // Migrate brings the inbox table up to date, as [Store.Migrate] does for the
@@ -279,73 +218,6 @@ func (s *InboxStore) MigrationFS() fs.FS {
 // failure leaves nothing half done. Migrate is idempotent, and processes
 // that run it at once wait for each other. A nil db returns
 // [omnibox.ErrNilDB].
-func (s *InboxStore) Migrate(ctx context.Context, db *sql.DB) (err error) {
-	if db == nil {
-		return omnibox.ErrNilDB
-	}
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("postgres: migrate %s: begin: %w", s.tableName, err)
-	}
-	defer func() {
-		if err != nil {
-			if rbErr := tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
-				err = errors.Join(err, fmt.Errorf("postgres: migrate %s: rollback: %w", s.tableName, rbErr))
-			}
-		}
-	}()
-	if err := s.migrateTx(ctx, tx); err != nil {
-		return fmt.Errorf("postgres: migrate %s: %w", s.tableName, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("postgres: migrate %s: commit: %w", s.tableName, err)
-	}
-	return nil
-}
-
-func (s *InboxStore) migrateTx(ctx context.Context, tx *sql.Tx) error {
-	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", s.migrateLockKey); err != nil {
-		return fmt.Errorf("taking the migration lock: %w", err)
-	}
-	if s.schema != "" {
-		// The same schema lock as the outbox store's, so that outbox and
-		// inbox migrations creating one schema do not collide.
-		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", lockKey("omnibox schema "+s.schema)); err != nil {
-			return fmt.Errorf("taking the schema lock: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS "+s.schema); err != nil {
-			return fmt.Errorf("creating schema: %w", err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, s.migrationsSQL.create); err != nil {
-		return fmt.Errorf("creating the migrations table: %w", err)
-	}
-	rows, err := tx.QueryContext(ctx, s.migrationsSQL.list)
-	if err != nil {
-		return fmt.Errorf("reading applied migrations: %w", err)
-	}
-	applied := make(map[int]bool)
-	for rows.Next() {
-		var v int
-		if err := rows.Scan(&v); err != nil {
-			_ = rows.Close()
-			return fmt.Errorf("reading applied migrations: %w", err)
-		}
-		applied[v] = true
-	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return fmt.Errorf("reading applied migrations: %w", err)
-	}
-	for _, m := range s.migrations {
-		if applied[m.Version] {
-			continue
-		}
-		if _, err := tx.ExecContext(ctx, m.Up); err != nil {
-			return fmt.Errorf("applying migration %d (%s): %w", m.Version, m.Name, err)
-		}
-		if _, err := tx.ExecContext(ctx, s.migrationsSQL.insert, m.Version, m.Name); err != nil {
-			return fmt.Errorf("recording migration %d (%s): %w", m.Version, m.Name, err)
-		}
-	}
-	return nil
+func (s *InboxStore) Migrate(ctx context.Context, db *sql.DB) error {
+	return s.migrator.migrate(ctx, db)
 }

@@ -7,14 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path"
-	"slices"
-	"strconv"
-	"strings"
-	"testing/fstest"
-	"text/template"
 
 	"github.com/omnibox-go/omnibox"
+	"github.com/omnibox-go/omnibox/internal/migration"
 )
 
 // Migration is one step of the outbox table's schema, its SQL rendered for
@@ -30,7 +25,10 @@ type Migration struct {
 	Version int
 }
 
-//go:embed migration/*.sql
+// migrationFiles are the templates of the outbox (migration/) and inbox
+// (inbox_migration/) migrations.
+//
+//go:embed migration/*.sql inbox_migration/*.sql
 var migrationFiles embed.FS
 
 // templateData are the names a migration template may use, each already
@@ -44,49 +42,11 @@ type templateData struct {
 	Table string
 }
 
-// migrationTemplates are the parsed files of migrationFiles, by file name.
-var migrationTemplates = template.Must(template.New("").Option("missingkey=error").ParseFS(migrationFiles, "migration/*.sql"))
-
-// renderMigrations renders every migration file for names, in version order.
-func renderMigrations(names templateData) ([]Migration, error) {
-	files, err := fs.Glob(migrationFiles, "migration/*.up.sql")
-	if err != nil {
-		return nil, err
-	}
-	slices.Sort(files)
-	migrations := make([]Migration, 0, len(files))
-	for _, file := range files {
-		base := strings.TrimSuffix(path.Base(file), ".up.sql")
-		v, name, ok := strings.Cut(base, "_")
-		version, err := strconv.Atoi(v)
-		if !ok || err != nil || version <= 0 {
-			return nil, fmt.Errorf("postgres: bad migration file name %q", file)
-		}
-		m := Migration{Name: name, Version: version}
-		if m.Up, err = render(base+".up.sql", names); err != nil {
-			return nil, err
-		}
-		if m.Down, err = render(base+".down.sql", names); err != nil {
-			return nil, err
-		}
-		migrations = append(migrations, m)
-	}
-	return migrations, nil
-}
-
-func render(file string, names templateData) (string, error) {
-	var b strings.Builder
-	if err := migrationTemplates.ExecuteTemplate(&b, file, names); err != nil {
-		return "", fmt.Errorf("postgres: rendering migration %s: %w", file, err)
-	}
-	return b.String(), nil
-}
-
 // Migrations returns the migrations of the outbox table, rendered for the
 // configured schema and table, in version order. Apply them with
 // [Store.Migrate] or with any migration tool.
 func (s *Store) Migrations() []Migration {
-	return slices.Clone(s.migrations)
+	return migration.Export[Migration](s.migrator.migrations)
 }
 
 // MigrationFS returns the migrations as files in the layout of
@@ -94,33 +54,7 @@ func (s *Store) Migrations() []Migration {
 // NNNN_name.up.sql and NNNN_name.down.sql at the root, rendered for the
 // configured schema and table. Each call returns a new file system.
 func (s *Store) MigrationFS() fs.FS {
-	fsys := make(fstest.MapFS, 2*len(s.migrations))
-	for _, m := range s.migrations {
-		base := fmt.Sprintf("%04d_%s", m.Version, m.Name)
-		fsys[base+".up.sql"] = &fstest.MapFile{Data: []byte(m.Up), Mode: 0o444}
-		fsys[base+".down.sql"] = &fstest.MapFile{Data: []byte(m.Down), Mode: 0o444}
-	}
-	return fsys
-}
-
-// migrationsSQL are the statements on the table that records the applied
-// migrations (Table + "_migrations", in the same schema).
-type migrationsSQL struct {
-	create string
-	insert string
-	list   string
-}
-
-func newMigrationsSQL(table string) migrationsSQL {
-	return migrationsSQL{
-		create: "CREATE TABLE IF NOT EXISTS " + table + ` (
-    version    integer     PRIMARY KEY,
-    name       text        NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-)`,
-		insert: "INSERT INTO " + table + " (version, name) VALUES ($1, $2)",
-		list:   "SELECT version FROM " + table,
-	}
+	return migration.FS(s.migrator.migrations)
 }
 
 // Migrate brings the outbox table up to date: in one transaction it takes a
@@ -130,82 +64,91 @@ func newMigrationsSQL(table string) migrationsSQL {
 // PostgreSQL's DDL is transactional, so a failure leaves nothing half done.
 // Migrate is idempotent, and processes that run it at once wait for each
 // other. A nil db returns [omnibox.ErrNilDB].
-func (s *Store) Migrate(ctx context.Context, db *sql.DB) (err error) {
+func (s *Store) Migrate(ctx context.Context, db *sql.DB) error {
+	return s.migrator.migrate(ctx, db)
+}
+
+// migrator applies the migrations of one table (the outbox's or the
+// inbox's), recording them in the table's migrations table.
+type migrator struct {
+	lockKey    int64 // advisory lock key of the table's migrations
+	migrations []migration.Migration
+	schema     string // quoted, empty when unqualified
+	tableName  string // qualified, unquoted, for messages
+	tracking   migration.Tracking
+}
+
+// newMigrator renders the migrations in dir for data, for the table named
+// table in schema (both quoted, schema empty when unqualified); tableName is
+// the qualified table for messages and lockName the text of its advisory
+// lock key.
+func newMigrator(dir string, data any, schema, table, tableName, lockName string) (*migrator, error) {
+	migrations, err := migration.Render("postgres", migrationFiles, dir, data)
+	if err != nil {
+		return nil, err
+	}
+	migrationsTable := quote(table + "_migrations")
+	if schema != "" {
+		migrationsTable = schema + "." + migrationsTable
+	}
+	return &migrator{
+		lockKey:    lockKey(lockName),
+		migrations: migrations,
+		schema:     schema,
+		tableName:  tableName,
+		tracking: migration.Tracking{
+			Create: "CREATE TABLE IF NOT EXISTS " + migrationsTable + ` (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)`,
+			Insert: "INSERT INTO " + migrationsTable + " (version, name) VALUES ($1, $2)",
+			List:   "SELECT version FROM " + migrationsTable,
+		},
+	}, nil
+}
+
+// migrate applies the pending migrations in one transaction, under the
+// table's advisory lock; see [Store.Migrate].
+func (m *migrator) migrate(ctx context.Context, db *sql.DB) (err error) {
 	if db == nil {
 		return omnibox.ErrNilDB
 	}
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("postgres: migrate %s: begin: %w", s.tableName, err)
+		return fmt.Errorf("postgres: migrate %s: begin: %w", m.tableName, err)
 	}
 	defer func() {
 		if err != nil {
 			if rbErr := tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
-				err = errors.Join(err, fmt.Errorf("postgres: migrate %s: rollback: %w", s.tableName, rbErr))
+				err = errors.Join(err, fmt.Errorf("postgres: migrate %s: rollback: %w", m.tableName, rbErr))
 			}
 		}
 	}()
-	if err := s.migrateTx(ctx, tx); err != nil {
-		return fmt.Errorf("postgres: migrate %s: %w", s.tableName, err)
+	if err := m.migrateTx(ctx, tx); err != nil {
+		return fmt.Errorf("postgres: migrate %s: %w", m.tableName, err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("postgres: migrate %s: commit: %w", s.tableName, err)
+		return fmt.Errorf("postgres: migrate %s: commit: %w", m.tableName, err)
 	}
 	return nil
 }
 
-func (s *Store) migrateTx(ctx context.Context, tx *sql.Tx) error {
-	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", s.migrateLockKey); err != nil {
+func (m *migrator) migrateTx(ctx context.Context, tx *sql.Tx) error {
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", m.lockKey); err != nil {
 		return fmt.Errorf("taking the migration lock: %w", err)
 	}
-	if s.schema != "" {
-		// Outboxes of other tables in the schema have other migration locks;
-		// concurrent CREATE SCHEMA IF NOT EXISTS can still collide on the
-		// catalog, so serialize it by schema too.
-		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", lockKey("omnibox schema "+s.schema)); err != nil {
+	if m.schema != "" {
+		// Other tables in the schema (other outboxes, the inbox) have other
+		// migration locks; concurrent CREATE SCHEMA IF NOT EXISTS can still
+		// collide on the catalog, so serialize it by schema too, with the
+		// same lock for every table.
+		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", lockKey("omnibox schema "+m.schema)); err != nil {
 			return fmt.Errorf("taking the schema lock: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS "+s.schema); err != nil {
+		if _, err := tx.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS "+m.schema); err != nil {
 			return fmt.Errorf("creating schema: %w", err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, s.migrationsSQL.create); err != nil {
-		return fmt.Errorf("creating the migrations table: %w", err)
-	}
-	applied, err := s.appliedVersions(ctx, tx)
-	if err != nil {
-		return err
-	}
-	for _, m := range s.migrations {
-		if applied[m.Version] {
-			continue
-		}
-		if _, err := tx.ExecContext(ctx, m.Up); err != nil {
-			return fmt.Errorf("applying migration %d (%s): %w", m.Version, m.Name, err)
-		}
-		if _, err := tx.ExecContext(ctx, s.migrationsSQL.insert, m.Version, m.Name); err != nil {
-			return fmt.Errorf("recording migration %d (%s): %w", m.Version, m.Name, err)
-		}
-	}
-	return nil
-}
-
-func (s *Store) appliedVersions(ctx context.Context, tx *sql.Tx) (map[int]bool, error) {
-	rows, err := tx.QueryContext(ctx, s.migrationsSQL.list)
-	if err != nil {
-		return nil, fmt.Errorf("reading applied migrations: %w", err)
-	}
-	defer rows.Close()
-	applied := make(map[int]bool)
-	for rows.Next() {
-		var v int
-		if err := rows.Scan(&v); err != nil {
-			return nil, fmt.Errorf("reading applied migrations: %w", err)
-		}
-		applied[v] = true
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading applied migrations: %w", err)
-	}
-	return applied, nil
+	return migration.Apply(ctx, tx, m.tracking, m.migrations, nil)
 }

@@ -3,15 +3,16 @@ package postgres
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/omnibox-go/omnibox"
+	"github.com/omnibox-go/omnibox/internal/metadatajson"
 	"github.com/omnibox-go/omnibox/internal/sqlident"
 )
 
@@ -49,18 +50,16 @@ func (c *Config) Validate() error {
 // holds no connection (every method takes the executor to run on) and is safe
 // for concurrent use. It works with the lib/pq and pgx (stdlib) drivers.
 type Store struct {
-	claimLockKey   int64
-	claimSQL       string
-	deliverSQL     string
-	insertPrefix   string
-	migrateLockKey int64
-	migrations     []Migration
-	migrationsSQL  migrationsSQL
-	pendingSQL     string
-	releaseSQL     string
-	schema         string // quoted, empty when unqualified
-	table          string // qualified and quoted
-	tableName      string // qualified, unquoted, for messages
+	claimLockKey int64
+	claimSQL     string
+	deliverSQL   string
+	insertPrefix string
+	migrator     *migrator
+	pendingSQL   string
+	releaseSQL   string
+	schema       string // quoted, empty when unqualified
+	table        string // qualified and quoted
+	tableName    string // qualified, unquoted, for messages
 }
 
 var (
@@ -95,18 +94,11 @@ func New(config *Config) (*Store, error) {
 	}
 	s.table = names.Table
 	s.claimLockKey = lockKey("omnibox claim " + s.tableName)
-	s.migrateLockKey = lockKey("omnibox migrate " + s.tableName)
-
-	migrationsTable := quote(table + "_migrations")
-	if s.schema != "" {
-		migrationsTable = s.schema + "." + migrationsTable
-	}
-	s.migrationsSQL = newMigrationsSQL(migrationsTable)
-	migrations, err := renderMigrations(names)
+	migrator, err := newMigrator("migration", names, s.schema, table, s.tableName, "omnibox migrate "+s.tableName)
 	if err != nil {
 		return nil, err
 	}
-	s.migrations = migrations
+	s.migrator = migrator
 
 	s.insertPrefix = "INSERT INTO " + s.table + " (event_id, topic, event_key, payload, metadata, created_at) VALUES "
 	s.claimSQL = claimSQL(s.table)
@@ -147,13 +139,10 @@ const maxInsertRows = 65535 / insertColumns
 // [omnibox.ErrDuplicateEventID] (and the driver's error); the transaction is
 // then aborted and must be rolled back.
 func (s *Store) Insert(ctx context.Context, tx omnibox.DBTX, params omnibox.InsertParams) error {
-	events := params.Events
-	for len(events) > 0 {
-		n := min(len(events), maxInsertRows)
-		if err := s.insertChunk(ctx, tx, events[:n]); err != nil {
+	for events := range slices.Chunk(params.Events, maxInsertRows) {
+		if err := s.insertChunk(ctx, tx, events); err != nil {
 			return err
 		}
-		events = events[n:]
 	}
 	return nil
 }
@@ -164,7 +153,7 @@ func (s *Store) insertChunk(ctx context.Context, tx omnibox.DBTX, events []omnib
 	b.WriteString(s.insertPrefix)
 	args := make([]any, 0, len(events)*insertColumns)
 	for i, ev := range events {
-		metadata, err := encodeMetadata(ev.Metadata)
+		metadata, err := metadatajson.Encode(ev.Metadata)
 		if err != nil {
 			return fmt.Errorf("postgres: encoding metadata of event %q: %w", ev.ID, err)
 		}
@@ -186,31 +175,6 @@ func (s *Store) insertChunk(ctx context.Context, tx omnibox.DBTX, events []omnib
 		return fmt.Errorf("postgres: inserting %d event(s) into %s: %w", len(events), s.tableName, err)
 	}
 	return nil
-}
-
-func encodeMetadata(m map[string]string) (string, error) {
-	if len(m) == 0 {
-		return "{}", nil
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return "", err
-	}
-	return string(b), nil
-}
-
-func decodeMetadata(s string) (map[string]string, error) {
-	if s == "" || s == "{}" {
-		return nil, nil
-	}
-	var m map[string]string
-	if err := json.Unmarshal([]byte(s), &m); err != nil {
-		return nil, err
-	}
-	if len(m) == 0 {
-		return nil, nil
-	}
-	return m, nil
 }
 
 // isUniqueViolation reports whether err is PostgreSQL's unique_violation
@@ -303,7 +267,7 @@ func (s *Store) Claim(ctx context.Context, tx omnibox.DBTX, params omnibox.Claim
 			ev.Payload = []byte{}
 		}
 		ev.CreatedAt = ev.CreatedAt.UTC()
-		if ev.Metadata, err = decodeMetadata(metadata); err != nil {
+		if ev.Metadata, err = metadatajson.Decode(metadata); err != nil {
 			return nil, fmt.Errorf("postgres: claim from %s: decoding metadata of event %q: %w", s.tableName, ev.ID, err)
 		}
 		res.Events = append(res.Events, ev)

@@ -4,19 +4,13 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"database/sql/driver"
-	"embed"
 	"fmt"
 	"io/fs"
-	"path"
-	"slices"
-	"strconv"
 	"strings"
-	"testing/fstest"
-	"text/template"
 
 	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/inbox"
+	"github.com/omnibox-go/omnibox/internal/migration"
 	"github.com/omnibox-go/omnibox/internal/sqlident"
 )
 
@@ -55,13 +49,12 @@ func (c *InboxConfig) Validate() error {
 // connection (every method takes the executor to run on) and is safe for
 // concurrent use. Open the database with [Open], as for the outbox [Store].
 type InboxStore struct {
-	migrations    []Migration
-	migrationsSQL migrationsSQL
-	processedSQL  string
-	purgeSQL      string
-	recordSQL     string
-	table         string // quoted
-	tableName     string // unquoted, for messages
+	migrator     *migrator
+	processedSQL string
+	purgeSQL     string
+	recordSQL    string
+	table        string // quoted
+	tableName    string // unquoted, for messages
 }
 
 var _ inbox.Store = (*InboxStore)(nil)
@@ -81,15 +74,14 @@ func NewInbox(config *InboxConfig) (*InboxStore, error) {
 	}
 	table := cmp.Or(config.Table, DefaultInboxTable)
 	s := &InboxStore{table: quote(table), tableName: table}
-	migrations, err := renderInboxMigrations(inboxTemplateData{
+	migrator, err := newMigrator("inbox_migration", inboxTemplateData{
 		ProcessedAtIndex: quote(table + "_processed_at"),
 		Table:            s.table,
-	})
+	}, table)
 	if err != nil {
 		return nil, err
 	}
-	s.migrations = migrations
-	s.migrationsSQL = newMigrationsSQL(quote(table + "_migrations"))
+	s.migrator = migrator
 
 	s.recordSQL = "INSERT INTO " + s.table + " (consumer, message_id, processed_at) VALUES (?1, ?2, " + nowMicros + ")" +
 		" ON CONFLICT (consumer, message_id) DO NOTHING"
@@ -182,9 +174,6 @@ func (s *InboxStore) Purge(ctx context.Context, db omnibox.DBTX, params inbox.Pu
 	return int(n), nil
 }
 
-//go:embed inbox_migration/*.sql
-var inboxMigrationFiles embed.FS
-
 // inboxTemplateData are the names an inbox migration template may use, each
 // already validated and quoted.
 type inboxTemplateData struct {
@@ -194,50 +183,11 @@ type inboxTemplateData struct {
 	Table string
 }
 
-// inboxMigrationTemplates are the parsed files of inboxMigrationFiles, by
-// file name.
-var inboxMigrationTemplates = template.Must(template.New("").Option("missingkey=error").ParseFS(inboxMigrationFiles, "inbox_migration/*.sql"))
-
-// renderInboxMigrations renders every inbox migration file for names, in
-// version order.
-func renderInboxMigrations(names inboxTemplateData) ([]Migration, error) {
-	files, err := fs.Glob(inboxMigrationFiles, "inbox_migration/*.up.sql")
-	if err != nil {
-		return nil, err
-	}
-	slices.Sort(files)
-	migrations := make([]Migration, 0, len(files))
-	render := func(file string) (string, error) {
-		var b strings.Builder
-		if err := inboxMigrationTemplates.ExecuteTemplate(&b, file, names); err != nil {
-			return "", fmt.Errorf("sqlite: rendering inbox migration %s: %w", file, err)
-		}
-		return b.String(), nil
-	}
-	for _, file := range files {
-		base := strings.TrimSuffix(path.Base(file), ".up.sql")
-		v, name, ok := strings.Cut(base, "_")
-		version, err := strconv.Atoi(v)
-		if !ok || err != nil || version <= 0 {
-			return nil, fmt.Errorf("sqlite: bad inbox migration file name %q", file)
-		}
-		m := Migration{Name: name, Version: version}
-		if m.Up, err = render(base + ".up.sql"); err != nil {
-			return nil, err
-		}
-		if m.Down, err = render(base + ".down.sql"); err != nil {
-			return nil, err
-		}
-		migrations = append(migrations, m)
-	}
-	return migrations, nil
-}
-
 // Migrations returns the migrations of the inbox table, rendered for the
 // configured table, in version order. Apply them with [InboxStore.Migrate]
 // or with any migration tool.
 func (s *InboxStore) Migrations() []Migration {
-	return slices.Clone(s.migrations)
+	return migration.Export[Migration](s.migrator.migrations)
 }
 
 // MigrationFS returns the inbox migrations as files in the layout of
@@ -246,13 +196,7 @@ func (s *InboxStore) Migrations() []Migration {
 // configured table. Each call returns a new file system. Keep it apart from
 // the outbox's [Store.MigrationFS]: both start at version 1.
 func (s *InboxStore) MigrationFS() fs.FS {
-	fsys := make(fstest.MapFS, 2*len(s.migrations))
-	for _, m := range s.migrations {
-		base := fmt.Sprintf("%04d_%s", m.Version, m.Name)
-		fsys[base+".up.sql"] = &fstest.MapFile{Data: []byte(m.Up), Mode: 0o444}
-		fsys[base+".down.sql"] = &fstest.MapFile{Data: []byte(m.Down), Mode: 0o444}
-	}
-	return fsys
+	return migration.FS(s.migrator.migrations)
 }
 
 // Migrate brings the inbox table up to date, the way [Store.Migrate] does
@@ -264,71 +208,6 @@ func (s *InboxStore) MigrationFS() fs.FS {
 // nothing half done. Migrate is idempotent, and processes that run it at
 // once wait for each other (up to the busy timeout). A nil db returns
 // [omnibox.ErrNilDB].
-func (s *InboxStore) Migrate(ctx context.Context, db *sql.DB) (err error) {
-	if db == nil {
-		return omnibox.ErrNilDB
-	}
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("sqlite: migrate %s: %w", s.tableName, err)
-	}
-	defer func() {
-		if err != nil {
-			// Closing the connection rolls back whatever is left of the
-			// transaction: no pooled connection stays in one.
-			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-		}
-		_ = conn.Close()
-	}()
-	if err := checkDatabase(ctx, conn); err != nil {
-		return fmt.Errorf("sqlite: migrate %s: %w", s.tableName, err)
-	}
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return fmt.Errorf("sqlite: migrate %s: begin: %w%s", s.tableName, err, busyHint(err))
-	}
-	if err := s.migrateTx(ctx, conn); err != nil {
-		return fmt.Errorf("sqlite: migrate %s: %w", s.tableName, err)
-	}
-	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
-		return fmt.Errorf("sqlite: migrate %s: commit: %w%s", s.tableName, err, busyHint(err))
-	}
-	return nil
-}
-
-func (s *InboxStore) migrateTx(ctx context.Context, conn *sql.Conn) error {
-	if _, err := conn.ExecContext(ctx, s.migrationsSQL.create); err != nil {
-		return fmt.Errorf("creating the migrations table: %w", err)
-	}
-	rows, err := conn.QueryContext(ctx, s.migrationsSQL.list)
-	if err != nil {
-		return fmt.Errorf("reading applied migrations: %w", err)
-	}
-	applied := make(map[int]bool)
-	for rows.Next() {
-		var v int
-		if err := rows.Scan(&v); err != nil {
-			_ = rows.Close()
-			return fmt.Errorf("reading applied migrations: %w", err)
-		}
-		applied[v] = true
-	}
-	if err := rows.Err(); err != nil {
-		_ = rows.Close()
-		return fmt.Errorf("reading applied migrations: %w", err)
-	}
-	if err := rows.Close(); err != nil {
-		return fmt.Errorf("reading applied migrations: %w", err)
-	}
-	for _, m := range s.migrations {
-		if applied[m.Version] {
-			continue
-		}
-		if _, err := conn.ExecContext(ctx, m.Up); err != nil {
-			return fmt.Errorf("applying migration %d (%s): %w", m.Version, m.Name, err)
-		}
-		if _, err := conn.ExecContext(ctx, s.migrationsSQL.insert, m.Version, m.Name); err != nil {
-			return fmt.Errorf("recording migration %d (%s): %w", m.Version, m.Name, err)
-		}
-	}
-	return nil
+func (s *InboxStore) Migrate(ctx context.Context, db *sql.DB) error {
+	return s.migrator.migrate(ctx, db)
 }

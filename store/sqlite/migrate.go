@@ -8,14 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path"
 	"slices"
 	"strconv"
 	"strings"
-	"testing/fstest"
-	"text/template"
 
 	"github.com/omnibox-go/omnibox"
+	"github.com/omnibox-go/omnibox/internal/migration"
 )
 
 // Migration is one step of the outbox table's schema, its SQL rendered for
@@ -32,7 +30,10 @@ type Migration struct {
 	Version int
 }
 
-//go:embed migration/*.sql
+// migrationFiles are the templates of the outbox (migration/) and inbox
+// (inbox_migration/) migrations.
+//
+//go:embed migration/*.sql inbox_migration/*.sql
 var migrationFiles embed.FS
 
 // templateData are the names a migration template may use, each already
@@ -44,49 +45,11 @@ type templateData struct {
 	Table string
 }
 
-// migrationTemplates are the parsed files of migrationFiles, by file name.
-var migrationTemplates = template.Must(template.New("").Option("missingkey=error").ParseFS(migrationFiles, "migration/*.sql"))
-
-// renderMigrations renders every migration file for names, in version order.
-func renderMigrations(names templateData) ([]Migration, error) {
-	files, err := fs.Glob(migrationFiles, "migration/*.up.sql")
-	if err != nil {
-		return nil, err
-	}
-	slices.Sort(files)
-	migrations := make([]Migration, 0, len(files))
-	for _, file := range files {
-		base := strings.TrimSuffix(path.Base(file), ".up.sql")
-		v, name, ok := strings.Cut(base, "_")
-		version, err := strconv.Atoi(v)
-		if !ok || err != nil || version <= 0 {
-			return nil, fmt.Errorf("sqlite: bad migration file name %q", file)
-		}
-		m := Migration{Name: name, Version: version}
-		if m.Up, err = render(base+".up.sql", names); err != nil {
-			return nil, err
-		}
-		if m.Down, err = render(base+".down.sql", names); err != nil {
-			return nil, err
-		}
-		migrations = append(migrations, m)
-	}
-	return migrations, nil
-}
-
-func render(file string, names templateData) (string, error) {
-	var b strings.Builder
-	if err := migrationTemplates.ExecuteTemplate(&b, file, names); err != nil {
-		return "", fmt.Errorf("sqlite: rendering migration %s: %w", file, err)
-	}
-	return b.String(), nil
-}
-
 // Migrations returns the migrations of the outbox table, rendered for the
 // configured table, in version order. Apply them with [Store.Migrate] or
 // with any migration tool.
 func (s *Store) Migrations() []Migration {
-	return slices.Clone(s.migrations)
+	return migration.Export[Migration](s.migrator.migrations)
 }
 
 // MigrationFS returns the migrations as files in the layout of
@@ -97,33 +60,7 @@ func (s *Store) Migrations() []Migration {
 // A migration tool skips the check of the database's settings that
 // [Store.Migrate] makes; open the database with [Open] all the same.
 func (s *Store) MigrationFS() fs.FS {
-	fsys := make(fstest.MapFS, 2*len(s.migrations))
-	for _, m := range s.migrations {
-		base := fmt.Sprintf("%04d_%s", m.Version, m.Name)
-		fsys[base+".up.sql"] = &fstest.MapFile{Data: []byte(m.Up), Mode: 0o444}
-		fsys[base+".down.sql"] = &fstest.MapFile{Data: []byte(m.Down), Mode: 0o444}
-	}
-	return fsys
-}
-
-// migrationsSQL are the statements on the table that records the applied
-// migrations (Table + "_migrations").
-type migrationsSQL struct {
-	create string
-	insert string
-	list   string
-}
-
-func newMigrationsSQL(table string) migrationsSQL {
-	return migrationsSQL{
-		create: "CREATE TABLE IF NOT EXISTS " + table + ` (
-    version    INTEGER PRIMARY KEY,
-    name       TEXT    NOT NULL,
-    applied_at TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-) STRICT`,
-		insert: "INSERT INTO " + table + " (version, name) VALUES (?1, ?2)",
-		list:   "SELECT version FROM " + table,
-	}
+	return migration.FS(s.migrator.migrations)
 }
 
 // ErrDatabaseSettings is wrapped by the error of [Store.Migrate] when the
@@ -192,13 +129,50 @@ func versionAtLeast(version string, want [3]int) bool {
 // so a failure leaves nothing half done. Migrate is idempotent, and
 // processes that run it at once wait for each other (up to the busy
 // timeout). A nil db returns [omnibox.ErrNilDB].
-func (s *Store) Migrate(ctx context.Context, db *sql.DB) (err error) {
+func (s *Store) Migrate(ctx context.Context, db *sql.DB) error {
+	return s.migrator.migrate(ctx, db)
+}
+
+// migrator applies the migrations of one table (the outbox's or the
+// inbox's), recording them in the table's migrations table.
+type migrator struct {
+	migrations []migration.Migration
+	tableName  string // unquoted, for messages
+	tracking   migration.Tracking
+}
+
+// newMigrator renders the migrations in dir for data, for the table named
+// table (unquoted).
+func newMigrator(dir string, data any, table string) (*migrator, error) {
+	migrations, err := migration.Render("sqlite", migrationFiles, dir, data)
+	if err != nil {
+		return nil, err
+	}
+	migrationsTable := quote(table + "_migrations")
+	return &migrator{
+		migrations: migrations,
+		tableName:  table,
+		tracking: migration.Tracking{
+			Create: "CREATE TABLE IF NOT EXISTS " + migrationsTable + ` (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL,
+    applied_at TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+) STRICT`,
+			Insert: "INSERT INTO " + migrationsTable + " (version, name) VALUES (?1, ?2)",
+			List:   "SELECT version FROM " + migrationsTable,
+		},
+	}, nil
+}
+
+// migrate checks the database, then applies the pending migrations in a
+// BEGIN IMMEDIATE transaction on one connection; see [Store.Migrate].
+func (m *migrator) migrate(ctx context.Context, db *sql.DB) (err error) {
 	if db == nil {
 		return omnibox.ErrNilDB
 	}
 	conn, err := db.Conn(ctx)
 	if err != nil {
-		return fmt.Errorf("sqlite: migrate %s: %w", s.tableName, err)
+		return fmt.Errorf("sqlite: migrate %s: %w", m.tableName, err)
 	}
 	defer func() {
 		if err != nil {
@@ -211,58 +185,16 @@ func (s *Store) Migrate(ctx context.Context, db *sql.DB) (err error) {
 		_ = conn.Close()
 	}()
 	if err := checkDatabase(ctx, conn); err != nil {
-		return fmt.Errorf("sqlite: migrate %s: %w", s.tableName, err)
+		return fmt.Errorf("sqlite: migrate %s: %w", m.tableName, err)
 	}
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return fmt.Errorf("sqlite: migrate %s: begin: %w%s", s.tableName, err, busyHint(err))
+		return fmt.Errorf("sqlite: migrate %s: begin: %w%s", m.tableName, err, busyHint(err))
 	}
-	if err := s.migrateTx(ctx, conn); err != nil {
-		return fmt.Errorf("sqlite: migrate %s: %w", s.tableName, err)
+	if err := migration.Apply(ctx, conn, m.tracking, m.migrations, nil); err != nil {
+		return fmt.Errorf("sqlite: migrate %s: %w", m.tableName, err)
 	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
-		return fmt.Errorf("sqlite: migrate %s: commit: %w%s", s.tableName, err, busyHint(err))
+		return fmt.Errorf("sqlite: migrate %s: commit: %w%s", m.tableName, err, busyHint(err))
 	}
 	return nil
-}
-
-func (s *Store) migrateTx(ctx context.Context, conn *sql.Conn) error {
-	if _, err := conn.ExecContext(ctx, s.migrationsSQL.create); err != nil {
-		return fmt.Errorf("creating the migrations table: %w", err)
-	}
-	applied, err := s.appliedVersions(ctx, conn)
-	if err != nil {
-		return err
-	}
-	for _, m := range s.migrations {
-		if applied[m.Version] {
-			continue
-		}
-		if _, err := conn.ExecContext(ctx, m.Up); err != nil {
-			return fmt.Errorf("applying migration %d (%s): %w", m.Version, m.Name, err)
-		}
-		if _, err := conn.ExecContext(ctx, s.migrationsSQL.insert, m.Version, m.Name); err != nil {
-			return fmt.Errorf("recording migration %d (%s): %w", m.Version, m.Name, err)
-		}
-	}
-	return nil
-}
-
-func (s *Store) appliedVersions(ctx context.Context, conn *sql.Conn) (map[int]bool, error) {
-	rows, err := conn.QueryContext(ctx, s.migrationsSQL.list)
-	if err != nil {
-		return nil, fmt.Errorf("reading applied migrations: %w", err)
-	}
-	defer rows.Close()
-	applied := make(map[int]bool)
-	for rows.Next() {
-		var v int
-		if err := rows.Scan(&v); err != nil {
-			return nil, fmt.Errorf("reading applied migrations: %w", err)
-		}
-		applied[v] = true
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("reading applied migrations: %w", err)
-	}
-	return applied, nil
 }

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -14,6 +13,7 @@ import (
 	msqlite "modernc.org/sqlite"
 
 	"github.com/omnibox-go/omnibox"
+	"github.com/omnibox-go/omnibox/internal/metadatajson"
 	"github.com/omnibox-go/omnibox/internal/sqlident"
 )
 
@@ -52,15 +52,14 @@ func (c *Config) Validate() error {
 // for concurrent use. Open the database with [Open], which sets what the
 // store relies on (see the package documentation).
 type Store struct {
-	claimSQL      string
-	deliverSQL    string
-	insertPrefix  string
-	migrations    []Migration
-	migrationsSQL migrationsSQL
-	pendingSQL    string
-	releaseSQL    string
-	table         string // quoted
-	tableName     string // unquoted, for messages
+	claimSQL     string
+	deliverSQL   string
+	insertPrefix string
+	migrator     *migrator
+	pendingSQL   string
+	releaseSQL   string
+	table        string // quoted
+	tableName    string // unquoted, for messages
 }
 
 var (
@@ -85,15 +84,14 @@ func New(config *Config) (*Store, error) {
 		table:     quote(table),
 		tableName: table,
 	}
-	migrations, err := renderMigrations(templateData{
+	migrator, err := newMigrator("migration", templateData{
 		EventIDKey: quote(table + "_event_id_key"),
 		Table:      s.table,
-	})
+	}, table)
 	if err != nil {
 		return nil, err
 	}
-	s.migrations = migrations
-	s.migrationsSQL = newMigrationsSQL(quote(table + "_migrations"))
+	s.migrator = migrator
 
 	s.insertPrefix = "INSERT INTO " + s.table + " (event_id, topic, event_key, payload, metadata, created_at) VALUES "
 	s.claimSQL = claimSQL(s.table)
@@ -130,13 +128,10 @@ const maxInsertRows = 32766 / insertColumns
 // [omnibox.ErrDuplicateEventID] (and the driver's error); SQLite undoes the
 // failed statement only, but the caller should roll the transaction back.
 func (s *Store) Insert(ctx context.Context, tx omnibox.DBTX, params omnibox.InsertParams) error {
-	events := params.Events
-	for len(events) > 0 {
-		n := min(len(events), maxInsertRows)
-		if err := s.insertChunk(ctx, tx, events[:n]); err != nil {
+	for events := range slices.Chunk(params.Events, maxInsertRows) {
+		if err := s.insertChunk(ctx, tx, events); err != nil {
 			return err
 		}
-		events = events[n:]
 	}
 	return nil
 }
@@ -148,7 +143,7 @@ func (s *Store) insertChunk(ctx context.Context, tx omnibox.DBTX, events []omnib
 	b.WriteString(s.insertPrefix)
 	args := make([]any, 0, len(events)*insertColumns)
 	for i, ev := range events {
-		metadata, err := encodeMetadata(ev.Metadata)
+		metadata, err := metadatajson.Encode(ev.Metadata)
 		if err != nil {
 			return fmt.Errorf("sqlite: encoding metadata of event %q: %w", ev.ID, err)
 		}
@@ -169,31 +164,6 @@ func (s *Store) insertChunk(ctx context.Context, tx omnibox.DBTX, events []omnib
 		return fmt.Errorf("sqlite: inserting %d event(s) into %s: %w%s", len(events), s.tableName, err, busyHint(err))
 	}
 	return nil
-}
-
-func encodeMetadata(m map[string]string) (string, error) {
-	if len(m) == 0 {
-		return "{}", nil
-	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return "", err
-	}
-	return string(b), nil
-}
-
-func decodeMetadata(s string) (map[string]string, error) {
-	if s == "" || s == "{}" {
-		return nil, nil
-	}
-	var m map[string]string
-	if err := json.Unmarshal([]byte(s), &m); err != nil {
-		return nil, err
-	}
-	if len(m) == 0 {
-		return nil, nil
-	}
-	return m, nil
 }
 
 // SQLite extended result codes the store tells apart
@@ -320,7 +290,7 @@ func (s *Store) Claim(ctx context.Context, tx omnibox.DBTX, params omnibox.Claim
 			ev.Payload = []byte{}
 		}
 		ev.CreatedAt = time.UnixMicro(createdAt).UTC()
-		if ev.Metadata, err = decodeMetadata(metadata); err != nil {
+		if ev.Metadata, err = metadatajson.Decode(metadata); err != nil {
 			return nil, fmt.Errorf("sqlite: claim from %s: decoding metadata of event %q: %w", s.tableName, ev.ID, err)
 		}
 		res.Events = append(res.Events, ev)
