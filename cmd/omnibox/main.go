@@ -35,6 +35,8 @@ const usage = `usage: omnibox <command> [flags]
 commands:
   demo    write users and UserCreated events in one transaction each, relay
           them to an in-process Kafka broker, consume them, print a summary
+  bench   measure the relay's drain throughput, the writer's cost and the raw
+          database and broker ceilings (run "omnibox bench -h" for flags)
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -45,6 +47,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
