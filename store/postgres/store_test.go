@@ -466,26 +466,9 @@ func claim(t *testing.T, db *sql.DB, s *Store, p omnibox.ClaimParams) []omnibox.
 // insert writes events in one committed transaction.
 func insert(t *testing.T, db *sql.DB, s *Store, events ...omnibox.Event) {
 	t.Helper()
-	tx, err := db.BeginTx(t.Context(), nil)
-	require.NoError(t, err)
-	defer func() { _ = tx.Rollback() }()
-	require.NoError(t, s.Insert(t.Context(), tx, omnibox.InsertParams{Events: events}))
-	require.NoError(t, tx.Commit())
+	storetest.Insert(t, db, s, events...)
 }
 
-func newEvents(n int) []omnibox.Event {
-	now := time.Now().Truncate(time.Microsecond).UTC()
-	events := make([]omnibox.Event, n)
-	for i := range events {
-		events[i] = omnibox.Event{CreatedAt: now, ID: fmt.Sprintf("event-%d", i), Payload: []byte{byte(i)}, Topic: "topic"}
-	}
-	return events
-}
+func newEvents(n int) []omnibox.Event { return storetest.NumberedEvents(0, n) }
 
-func ids(events []omnibox.Event) []string {
-	out := make([]string, len(events))
-	for i, ev := range events {
-		out[i] = ev.ID
-	}
-	return out
-}
+var ids = storetest.EventIDs

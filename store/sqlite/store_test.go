@@ -3,7 +3,6 @@ package sqlite_test
 import (
 	"context"
 	"database/sql"
-	"fmt"
 	"io/fs"
 	"path/filepath"
 	"strings"
@@ -447,29 +446,12 @@ func tryClaim(ctx context.Context, db *sql.DB, s *sqlite.Store, p omnibox.ClaimP
 // insert writes events in one committed transaction.
 func insert(t *testing.T, db *sql.DB, s *sqlite.Store, events ...omnibox.Event) {
 	t.Helper()
-	tx, err := db.BeginTx(t.Context(), nil)
-	require.NoError(t, err)
-	defer func() { _ = tx.Rollback() }()
-	require.NoError(t, s.Insert(t.Context(), tx, omnibox.InsertParams{Events: events}))
-	require.NoError(t, tx.Commit())
+	storetest.Insert(t, db, s, events...)
 }
 
-func newEvents(n int) []omnibox.Event {
-	now := time.Now().Truncate(time.Microsecond).UTC()
-	events := make([]omnibox.Event, n)
-	for i := range events {
-		events[i] = omnibox.Event{CreatedAt: now, ID: fmt.Sprintf("event-%d", i), Payload: []byte{byte(i)}, Topic: "topic"}
-	}
-	return events
-}
+func newEvents(n int) []omnibox.Event { return storetest.NumberedEvents(0, n) }
 
-func ids(events []omnibox.Event) []string {
-	out := make([]string, len(events))
-	for i, ev := range events {
-		out[i] = ev.ID
-	}
-	return out
-}
+var ids = storetest.EventIDs
 
 func seqsOf(events []omnibox.ClaimedEvent) []int64 {
 	out := make([]int64, len(events))

@@ -162,7 +162,7 @@ func Run(t *testing.T, h Harness, f Features) {
 		for i, want := range [][]omnibox.Event{events[0:5], events[5:10], events[10:12]} {
 			owner := fmt.Sprintf("a/%d", i)
 			got := claim(t, b.db, b.store, params(owner, 5))
-			requireIDs(t, ids(want), got)
+			requireIDs(t, EventIDs(want), got)
 			for _, ev := range got {
 				require.Greater(t, ev.Seq, last, "seqs must increase in claim order")
 				last = ev.Seq
@@ -202,7 +202,7 @@ func Run(t *testing.T, h Harness, f Features) {
 		write(t, b.db, b.outbox, events...)
 
 		first := claim(t, b.db, b.store, omnibox.ClaimParams{Lease: longLease, Limit: 2, Owner: "relay-a/1", OwnerPrefix: "relay-a/"})
-		requireIDs(t, ids(events[:2]), first)
+		requireIDs(t, EventIDs(events[:2]), first)
 
 		// The third event is free, but the live lease at the head blocks it.
 		require.Empty(t, claim(t, b.db, b.store, omnibox.ClaimParams{Lease: longLease, Limit: 10, Owner: "relay-b/1", OwnerPrefix: "relay-b/"}))
@@ -210,7 +210,7 @@ func Run(t *testing.T, h Harness, f Features) {
 
 		// The same relay restarted (same prefix) takes its leases over.
 		second := claim(t, b.db, b.store, omnibox.ClaimParams{Lease: longLease, Limit: 10, Owner: "relay-a/2", OwnerPrefix: "relay-a/"})
-		requireIDs(t, ids(events), second)
+		requireIDs(t, EventIDs(events), second)
 		require.Equal(t, []int{2, 2, 1}, attempts(second))
 
 		// The old owner lost its lease: it can neither deliver nor release.
@@ -223,7 +223,7 @@ func Run(t *testing.T, h Harness, f Features) {
 		// A free head followed by a live lease: only the free prefix is
 		// claimed.
 		require.NoError(t, b.store.Release(ctx, b.db, omnibox.ReleaseParams{Owner: "relay-a/2", Seqs: seqs(second[:1])}))
-		requireIDs(t, ids(events[:1]), claim(t, b.db, b.store, params("relay-b/4", 10)))
+		requireIDs(t, EventIDs(events[:1]), claim(t, b.db, b.store, params("relay-b/4", 10)))
 	})
 
 	t.Run("ExpiredLeaseClaimedAgain", func(t *testing.T) {
@@ -234,7 +234,7 @@ func Run(t *testing.T, h Harness, f Features) {
 		events := newEvents("expired", "", 2)
 		write(t, b.db, b.outbox, events...)
 		first := claim(t, b.db, b.store, omnibox.ClaimParams{Lease: 50 * time.Millisecond, Limit: 10, Owner: "relay-a/1"})
-		requireIDs(t, ids(events), first)
+		requireIDs(t, EventIDs(events), first)
 
 		// Poll until the short lease has expired on the database's clock.
 		var (
@@ -248,7 +248,7 @@ func Run(t *testing.T, h Harness, f Features) {
 			owner = fmt.Sprintf("relay-b/%d", i)
 			again = claim(t, b.db, b.store, params(owner, 10))
 		}
-		requireIDs(t, ids(events), again)
+		requireIDs(t, EventIDs(events), again)
 		require.Equal(t, []int{2, 2}, attempts(again))
 
 		n, err := b.store.MarkDelivered(ctx, b.db, omnibox.MarkDeliveredParams{Owner: "relay-a/1", Seqs: seqs(first)})
@@ -337,7 +337,7 @@ func Run(t *testing.T, h Harness, f Features) {
 		require.EqualValues(t, total, delivered.Load())
 		require.Len(t, seen, total)
 		// One batch is in flight at a time, so delivery follows insert order.
-		require.Equal(t, ids(events), order)
+		require.Equal(t, EventIDs(events), order)
 		requirePending(t, b.db, b.store, 0)
 	})
 
@@ -349,7 +349,7 @@ func Run(t *testing.T, h Harness, f Features) {
 		events := newEvents("deliver", "", 4)
 		write(t, b.db, b.outbox, events...)
 		got := claim(t, b.db, b.store, params("a/1", 2))
-		requireIDs(t, ids(events[:2]), got)
+		requireIDs(t, EventIDs(events[:2]), got)
 
 		all := seqs(got)
 		n, err := b.store.MarkDelivered(ctx, b.db, omnibox.MarkDeliveredParams{Owner: "b/1", Seqs: all})
@@ -371,7 +371,7 @@ func Run(t *testing.T, h Harness, f Features) {
 		require.NoError(t, err)
 		require.Zero(t, n)
 
-		requireIDs(t, ids(events[2:]), claim(t, b.db, b.store, params("b/2", 10)))
+		requireIDs(t, EventIDs(events[2:]), claim(t, b.db, b.store, params("b/2", 10)))
 	})
 
 	t.Run("ReleaseMakesEventsClaimableAndRecordsError", func(t *testing.T) {
@@ -382,7 +382,7 @@ func Run(t *testing.T, h Harness, f Features) {
 		events := newEvents("release", "", 3)
 		write(t, b.db, b.outbox, events...)
 		got := claim(t, b.db, b.store, params("a/1", 10))
-		requireIDs(t, ids(events), got)
+		requireIDs(t, EventIDs(events), got)
 
 		// Another owner cannot release them.
 		require.NoError(t, b.store.Release(ctx, b.db, omnibox.ReleaseParams{Owner: "b/1", Seqs: seqs(got), Error: "not mine"}))
@@ -397,7 +397,7 @@ func Run(t *testing.T, h Harness, f Features) {
 
 		// Claimable at once, up to the event still leased.
 		again := claim(t, b.db, b.store, params("b/3", 10))
-		requireIDs(t, ids(events[:2]), again)
+		requireIDs(t, EventIDs(events[:2]), again)
 		require.Equal(t, []int{2, 2}, attempts(again))
 	})
 
@@ -441,7 +441,7 @@ func Run(t *testing.T, h Harness, f Features) {
 			claimedEvents[i] = ev.Event
 		}
 		require.Equal(t, byKey(written), byKey(claimedEvents))
-		require.Equal(t, ids(written), ids(claimedEvents))
+		require.Equal(t, EventIDs(written), EventIDs(claimedEvents))
 	})
 
 	t.Run("RoundTripIsExact", func(t *testing.T) {
@@ -707,14 +707,6 @@ func requireIDs(t *testing.T, want []string, got []omnibox.ClaimedEvent) {
 		gotIDs[i] = ev.ID
 	}
 	require.Equal(t, want, gotIDs, "claimed event IDs")
-}
-
-func ids(events []omnibox.Event) []string {
-	out := make([]string, len(events))
-	for i, ev := range events {
-		out[i] = ev.ID
-	}
-	return out
 }
 
 func seqs(events []omnibox.ClaimedEvent) []int64 {
