@@ -52,7 +52,6 @@ type InboxStore struct {
 	processedSQL string
 	purgeSQL     string
 	recordSQL    string
-	schema       string // quoted, empty when unqualified
 	table        string // qualified and quoted
 	tableName    string // qualified, unquoted, for messages
 }
@@ -74,17 +73,18 @@ func NewInbox(config *InboxConfig) (*InboxStore, error) {
 	}
 	table := cmp.Or(config.Table, DefaultInboxTable)
 	s := &InboxStore{table: quote(table), tableName: table}
+	schema := "" // quoted, empty when unqualified
 	if config.Schema != "" {
-		s.schema = quote(config.Schema)
-		s.table = s.schema + "." + s.table
+		schema = quote(config.Schema)
+		s.table = schema + "." + s.table
 		s.tableName = config.Schema + "." + table
 	}
 	migrator, err := newMigrator("inbox_migration", inboxTemplateData{
 		PrimaryKey:       quote(table + "_pkey"),
 		ProcessedAtIndex: quote(table + "_processed_at"),
-		Schema:           s.schema,
+		Schema:           schema,
 		Table:            s.table,
-	}, s.schema, table, s.tableName, "omnibox inbox migrate "+s.tableName)
+	}, schema, table, s.tableName, "omnibox inbox migrate "+s.tableName)
 	if err != nil {
 		return nil, err
 	}
