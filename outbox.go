@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -54,6 +55,53 @@ type Outbox struct {
 	config *Config
 	now    func() time.Time
 	store  Inserter
+
+	mu     sync.Mutex
+	wakers []Waker
+	inTx   map[*sql.Tx]bool // transactions of running InTx calls: did they write?
+}
+
+// Waker is woken when a transaction that wrote events has committed: a
+// [Relay] (its Notify), or a notifier that wakes relays in other processes
+// (store/postgres's Notifier). Notify must not block.
+type Waker interface {
+	Notify()
+}
+
+// WakeOnCommit registers w to be woken each time a transaction that wrote
+// events through this Outbox commits in [Outbox.InTx] (or is reported with
+// [Outbox.Committed]): a relay in the same process then publishes the events
+// within milliseconds instead of at its next poll, at the cost of a channel
+// send for the writer. Polling stays the fallback, so a lost wake-up never
+// strands an event.
+func (o *Outbox) WakeOnCommit(w Waker) {
+	if w == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.wakers = append(o.wakers, w)
+}
+
+// Committed wakes the [Waker]s registered with [Outbox.WakeOnCommit]. Call it
+// after committing a transaction in which you wrote events, when you manage
+// the transaction yourself rather than through InTx. It never blocks.
+func (o *Outbox) Committed() {
+	o.mu.Lock()
+	wakers := o.wakers
+	o.mu.Unlock()
+	for _, w := range wakers {
+		w.Notify()
+	}
+}
+
+// markWritten records that tx, when it is an InTx transaction, wrote events.
+func (o *Outbox) markWritten(tx *sql.Tx) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, ok := o.inTx[tx]; ok {
+		o.inTx[tx] = true
+	}
 }
 
 // New returns an Outbox writing through store (a dialect store such as
@@ -100,6 +148,7 @@ func (o *Outbox) WriteTx(ctx context.Context, tx *sql.Tx, events ...Event) error
 	if err := o.store.Insert(ctx, tx, InsertParams{Events: prepared}); err != nil {
 		return fmt.Errorf("omnibox: writing %d event(s): %w", len(prepared), err)
 	}
+	o.markWritten(tx)
 	return nil
 }
 
@@ -180,7 +229,9 @@ func (p *txPublisher) Close() error { return nil }
 // which may be nil), calls fn, and commits when fn returns nil. When fn
 // returns an error the transaction is rolled back and that error returned;
 // when fn panics it is rolled back and the panic goes on. For code that has no
-// unit-of-work helper of its own.
+// unit-of-work helper of its own. When fn wrote events through this Outbox
+// and the commit succeeded, the wakers registered with [Outbox.WakeOnCommit]
+// are woken.
 func (o *Outbox) InTx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(ctx context.Context, tx *sql.Tx) error) (err error) {
 	if db == nil {
 		return ErrNilDB
@@ -189,9 +240,22 @@ func (o *Outbox) InTx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn f
 	if err != nil {
 		return fmt.Errorf("omnibox: begin: %w", err)
 	}
+	o.mu.Lock()
+	if o.inTx == nil {
+		o.inTx = make(map[*sql.Tx]bool)
+	}
+	o.inTx[tx] = false
+	o.mu.Unlock()
 	committed := false
 	defer func() {
+		o.mu.Lock()
+		wrote := o.inTx[tx]
+		delete(o.inTx, tx)
+		o.mu.Unlock()
 		if committed {
+			if wrote && err == nil {
+				o.Committed()
+			}
 			return
 		}
 		if rbErr := tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) && err != nil {

@@ -19,6 +19,7 @@ import (
 type outboxBundle struct {
 	db     *sql.DB
 	outbox *omnibox.Outbox
+	schema string
 	store  *postgres.Store
 	table  string // qualified outbox table name
 }
@@ -34,7 +35,7 @@ func setupOutbox(t *testing.T, config *omnibox.Config) *outboxBundle {
 	require.NoError(t, err)
 	ob, err := omnibox.New(store, config)
 	require.NoError(t, err)
-	return &outboxBundle{db: db, outbox: ob, store: store, table: schema + ".omnibox_outbox"}
+	return &outboxBundle{db: db, outbox: ob, schema: schema, store: store, table: schema + ".omnibox_outbox"}
 }
 
 func (b *outboxBundle) pending(t *testing.T) int64 {

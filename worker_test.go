@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omnibox-go/omnibox"
+	"github.com/omnibox-go/omnibox/store/postgres"
 )
 
 // flakyPublisher fails while failing is set, then publishes to next.
@@ -100,6 +101,8 @@ func TestNewRelayValidates(t *testing.T) {
 	require.ErrorIs(t, err, omnibox.ErrNilConfig)
 	for _, c := range []omnibox.RelayConfig{
 		{BatchSize: -1}, {Lease: time.Millisecond}, {MinBackoff: time.Minute, MaxBackoff: time.Second}, {PollInterval: -1},
+		{MaxAttempts: -1}, {BreakerThreshold: -1}, {BreakerCooldown: -time.Second}, {RetryMinDelay: -1},
+		{RetryMinDelay: time.Hour, RetryMaxDelay: time.Minute}, {OnDead: 7}, {PurgeInterval: -1}, {PurgeBatchSize: -1},
 	} {
 		_, err = omnibox.NewRelay(b.db, b.store, b.pubsub, &c)
 		require.ErrorContains(t, err, "RelayConfig.", "%+v", c)
@@ -130,28 +133,39 @@ func TestRelayDrainPublishesInOrder(t *testing.T) {
 	require.Equal(t, 250, n)
 	require.Zero(t, b.pending(t))
 
+	// Events of a key arrive in the order written; the keys' partitions
+	// interleave.
 	got := receive(t, b.messages, 250)
-	for i, m := range got {
-		require.Equal(t, fmt.Sprintf("p%d", i), string(m.Payload))
+	next := map[string]int{}
+	for _, m := range got {
+		var i int
+		_, err := fmt.Sscanf(string(m.Payload), "p%d", &i)
+		require.NoError(t, err)
+		k := m.Metadata.Get(omnibox.MetadataKey)
+		require.Equal(t, fmt.Sprintf("k%d", i%3), k)
 		require.Equal(t, fmt.Sprint(i), m.Metadata.Get("i"))
-		require.Equal(t, fmt.Sprintf("k%d", i%3), m.Metadata.Get(omnibox.MetadataKey))
 		require.NotEmpty(t, m.UUID)
+		if prev, ok := next[k]; ok {
+			require.Greater(t, i, prev, "key %s out of order", k)
+		}
+		next[k] = i
 	}
 	stats := relay.Stats()
 	require.EqualValues(t, 250, stats.Published)
-	require.EqualValues(t, 7, stats.Batches)
+	require.GreaterOrEqual(t, stats.Batches, int64(7), "batches of at most 40")
 }
 
-func TestRelayRetriesUntilPublisherRecovers(t *testing.T) {
+func TestRelayPausesWhileBrokerIsDownWithoutBurningAttempts(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := setupRelay(t, "t")
 	pub := &flakyPublisher{next: b.pubsub}
 	pub.failing.Store(true)
 
-	b.write(t, omnibox.Event{Topic: "t", Payload: []byte("1")}, omnibox.Event{Topic: "t", Payload: []byte("2")})
+	b.write(t, omnibox.Event{Topic: "t", Key: "a", Payload: []byte("1")}, omnibox.Event{Topic: "t", Key: "b", Payload: []byte("2")})
 	relay, err := omnibox.NewRelay(b.db, b.store, pub, &omnibox.RelayConfig{
-		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, PollInterval: time.Millisecond,
+		MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond, BreakerCooldown: time.Millisecond,
+		PollInterval: time.Millisecond, MaxAttempts: 2,
 	})
 	require.NoError(t, err)
 
@@ -163,23 +177,211 @@ func TestRelayRetriesUntilPublisherRecovers(t *testing.T) {
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- relay.Run(runCtx) }()
-	require.Eventually(t, func() bool { return pub.calls.Load() >= 5 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return relay.Stats().BreakerOpen && pub.calls.Load() >= 20 }, 10*time.Second, time.Millisecond)
 
-	// The failures are recorded on the events, which are not lost.
-	var attempts int
-	var lastErr sql.NullString
-	require.NoError(t, b.db.QueryRowContext(ctx, `SELECT attempts, last_error FROM `+b.table+` ORDER BY seq LIMIT 1`).Scan(&attempts, &lastErr))
-	require.GreaterOrEqual(t, attempts, 2)
-	require.Contains(t, lastErr.String, "broker unavailable")
+	// Far more failures than MaxAttempts, yet the events were charged
+	// nothing: both keys failed, so the broker is to blame. The error is
+	// recorded.
+	rows, err := b.db.QueryContext(ctx, `SELECT attempts, state, COALESCE(last_error, '') FROM `+b.table)
+	require.NoError(t, err)
+	n := 0
+	for rows.Next() {
+		var (
+			attempts, state int
+			lastErr         string
+		)
+		require.NoError(t, rows.Scan(&attempts, &state, &lastErr))
+		require.Zero(t, attempts)
+		require.Zero(t, state, "pending")
+		require.Contains(t, lastErr, "broker unavailable")
+		n++
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, 2, n)
 
 	pub.failing.Store(false)
 	got := receive(t, b.messages, 2)
-	require.Equal(t, "1", string(got[0].Payload))
-	require.Equal(t, "2", string(got[1].Payload))
-	require.Eventually(t, func() bool { return b.pending(t) == 0 }, 10*time.Second, time.Millisecond)
-	require.Positive(t, relay.Stats().Failures)
+	require.ElementsMatch(t, []string{"1", "2"}, []string{string(got[0].Payload), string(got[1].Payload)})
+	require.Eventually(t, func() bool { return b.pending(t) == 0 && !relay.Stats().BreakerOpen }, 10*time.Second, time.Millisecond)
+	stats := relay.Stats()
+	require.Positive(t, stats.Failures)
+	require.Positive(t, stats.BreakerOpens)
+	require.Zero(t, stats.Dead)
 
 	cancel()
+	require.NoError(t, <-done)
+}
+
+// rejectingPublisher fails the events whose payload is in reject.
+type rejectingPublisher struct {
+	next   message.Publisher
+	mu     sync.Mutex
+	reject map[string]bool
+}
+
+func (p *rejectingPublisher) Publish(topic string, msgs ...*message.Message) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range msgs {
+		if p.reject[string(m.Payload)] {
+			return fmt.Errorf("message %s rejected", m.Payload)
+		}
+	}
+	return p.next.Publish(topic, msgs...)
+}
+
+func (p *rejectingPublisher) Close() error { return nil }
+
+func TestRelayPoisonEventDiesWhileOtherKeysFlow(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, policy := range []omnibox.DeadPolicy{omnibox.DeadBlocksKey, omnibox.DeadSkipsKey} {
+		t.Run(policy.String(), func(t *testing.T) {
+			t.Parallel()
+			b := setupRelay(t, "t")
+			pub := &rejectingPublisher{next: b.pubsub, reject: map[string]bool{"bad-1": true}}
+			relay, err := omnibox.NewRelay(b.db, b.store, pub, &omnibox.RelayConfig{
+				MaxAttempts: 3, RetryMinDelay: time.Millisecond, RetryMaxDelay: 5 * time.Millisecond,
+				PollInterval: time.Millisecond, OnDead: policy,
+			})
+			require.NoError(t, err)
+			var events []omnibox.Event
+			for i := range 5 {
+				events = append(events, omnibox.Event{Topic: "t", Key: "bad", Payload: fmt.Appendf(nil, "bad-%d", i)})
+				for k := range 4 {
+					events = append(events, omnibox.Event{Topic: "t", Key: fmt.Sprintf("good%d", k), Payload: fmt.Appendf(nil, "good%d-%d", k, i)})
+				}
+			}
+			b.write(t, events...)
+
+			runCtx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- relay.Run(runCtx) }()
+			defer func() {
+				cancel()
+				require.NoError(t, <-done)
+			}()
+
+			// bad-0 passes; bad-1 dies after 3 attempts.
+			var dead []omnibox.DeadEvent
+			require.Eventually(t, func() bool {
+				dead, err = b.store.ListDead(ctx, b.db, omnibox.ListDeadParams{})
+				require.NoError(t, err)
+				return len(dead) == 1
+			}, 10*time.Second, time.Millisecond)
+			require.Equal(t, "bad-1", string(dead[0].Payload))
+			require.Equal(t, "bad", dead[0].Key)
+			require.Equal(t, 3, dead[0].Attempts)
+			require.Contains(t, dead[0].LastError, "message bad-1 rejected")
+
+			want := 21 // the good keys' 20 and bad-0
+			if policy == omnibox.DeadSkipsKey {
+				want += 3 // bad-2..4
+			}
+			got := receive(t, b.messages, want)
+			byKey := map[string][]string{}
+			for _, m := range got {
+				k := m.Metadata.Get(omnibox.MetadataKey)
+				byKey[k] = append(byKey[k], string(m.Payload))
+			}
+			for k := range 4 {
+				key := fmt.Sprintf("good%d", k)
+				require.Equal(t, []string{key + "-0", key + "-1", key + "-2", key + "-3", key + "-4"}, byKey[key])
+			}
+			if policy == omnibox.DeadBlocksKey {
+				require.Equal(t, []string{"bad-0"}, byKey["bad"])
+				require.Eventually(t, func() bool { return b.pending(t) == 3 }, 10*time.Second, time.Millisecond, "bad-2..4 wait behind the dead event")
+			} else {
+				require.Equal(t, []string{"bad-0", "bad-2", "bad-3", "bad-4"}, byKey["bad"])
+				require.Eventually(t, func() bool { return b.pending(t) == 0 }, 10*time.Second, time.Millisecond)
+			}
+			require.EqualValues(t, 1, relay.Stats().Dead)
+			require.Zero(t, relay.Stats().BreakerOpens, "a poison event is not a broker outage")
+
+			// Fixed: requeue it. It is published, and (blocking policy) its
+			// key's later events after it.
+			pub.mu.Lock()
+			pub.reject = nil
+			pub.mu.Unlock()
+			n, err := b.store.Requeue(ctx, b.db, []int64{dead[0].Seq})
+			require.NoError(t, err)
+			require.Equal(t, 1, n)
+			relay.Notify()
+			if policy == omnibox.DeadBlocksKey {
+				var rest []string
+				for _, m := range receive(t, b.messages, 4) {
+					rest = append(rest, string(m.Payload))
+				}
+				require.Equal(t, []string{"bad-1", "bad-2", "bad-3", "bad-4"}, rest)
+			} else {
+				require.Equal(t, "bad-1", string(receive(t, b.messages, 1)[0].Payload))
+			}
+			require.Eventually(t, func() bool { return b.pending(t) == 0 }, 10*time.Second, time.Millisecond)
+		})
+	}
+}
+
+func TestRelayWakesOnCommit(t *testing.T) {
+	t.Parallel()
+	b := setupRelay(t, "t")
+	// Polling once an hour: only the wake-up can deliver within the test.
+	relay, err := omnibox.NewRelay(b.db, b.store, b.pubsub, &omnibox.RelayConfig{PollInterval: time.Hour})
+	require.NoError(t, err)
+	b.outbox.WakeOnCommit(relay)
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(context.Background()) }()
+	defer func() {
+		require.NoError(t, relay.Close())
+		require.NoError(t, <-done)
+	}()
+	// Let the relay reach its idle wait (its first claim finds nothing).
+	require.Eventually(t, func() bool { return b.pending(t) == 0 }, 10*time.Second, time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+
+	b.write(t, omnibox.Event{Topic: "t", Payload: []byte("in InTx")})
+	require.Equal(t, "in InTx", string(receive(t, b.messages, 1)[0].Payload))
+
+	// A transaction managed by the caller: Committed wakes the relay.
+	tx, err := b.db.Begin()
+	require.NoError(t, err)
+	require.NoError(t, b.outbox.WriteTx(context.Background(), tx, omnibox.Event{Topic: "t", Payload: []byte("own tx")}))
+	require.NoError(t, tx.Commit())
+	b.outbox.Committed()
+	require.Equal(t, "own tx", string(receive(t, b.messages, 1)[0].Payload))
+}
+
+func TestRelayPurgesDeliveredEventsAfterRetention(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupRelay(t, "t")
+	store, err := postgres.New(&postgres.Config{Schema: b.schema, Table: "kept", Retention: 200 * time.Millisecond})
+	require.NoError(t, err)
+	require.NoError(t, store.Migrate(ctx, b.db))
+	ob, err := omnibox.New(store, &omnibox.Config{})
+	require.NoError(t, err)
+	events := make([]omnibox.Event, 30)
+	for i := range events {
+		events[i] = omnibox.Event{Topic: "t", Key: fmt.Sprint(i % 5), Payload: fmt.Appendf(nil, "%d", i)}
+	}
+	require.NoError(t, ob.InTx(ctx, b.db, nil, func(ctx context.Context, tx *sql.Tx) error { return ob.WriteTx(ctx, tx, events...) }))
+
+	relay, err := omnibox.NewRelay(b.db, store, b.pubsub, &omnibox.RelayConfig{PollInterval: time.Millisecond, PurgeInterval: 10 * time.Millisecond, PurgeBatchSize: 7})
+	require.NoError(t, err)
+	count := func() (n int) {
+		require.NoError(t, b.db.QueryRowContext(ctx, `SELECT count(*) FROM `+b.schema+`.kept`).Scan(&n))
+		return n
+	}
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(ctx) }()
+	receive(t, b.messages, 30)
+	// Delivered, kept for the retention period, then purged in batches of 7.
+	require.Eventually(t, func() bool { return relay.Stats().Published == 30 }, 10*time.Second, time.Millisecond)
+	pending, err := store.Pending(ctx, b.db)
+	require.NoError(t, err)
+	require.Zero(t, pending)
+	require.Eventually(t, func() bool { return count() == 0 }, 10*time.Second, 5*time.Millisecond)
+	require.EqualValues(t, 30, relay.Stats().Purged)
+	require.NoError(t, relay.Close())
 	require.NoError(t, <-done)
 }
 
