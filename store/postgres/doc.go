@@ -14,11 +14,17 @@
 //
 // # Table
 //
-// One table ([Config.Table], by default [DefaultTable]) holds the pending
-// events. Its seq column, an identity primary key, is the claim order;
-// delivered events are deleted, so every row is pending and the primary key
-// index is all a claim needs. Leases live in claimed_by and claimed_until;
-// attempts and last_error record the relay's tries.
+// One table ([Config.Table], by default [DefaultTable]) holds the events. Its
+// seq column, an identity primary key, is the claim order within a
+// partition; part is the event's partition ([omnibox.PartitionOf]) and
+// state says whether it is pending (0), waiting for a retry at
+// next_attempt_at (1), dead (2, since dead_at) or delivered (3, since
+// delivered_at, kept only with a [Config.Retention]). attempts and
+// last_error record the failures; claimed_by names the claim holding the
+// event. Partial indexes serve the claim: (part, seq) over pending and
+// waiting events, (part, event_key, seq) over failed ones. Table + "_parts"
+// has a row per partition with its lease (claimed_by, claimed_until), and
+// Table + "_relays" the relays seen claiming within their lease.
 //
 // # Migrations
 //
@@ -32,13 +38,20 @@
 // # Claiming
 //
 // [Store.Claim] runs in the relay's transaction. It first takes a
-// transaction-level advisory lock for the table (pg_try_advisory_xact_lock);
-// when another claim holds it, the claim returns nothing rather than wait.
-// Then one statement reads the first Limit rows in seq order through the
-// primary key, keeps those before the first row under another owner's live
-// lease, and leases them. A live lease at the head thus blocks every other
-// relay, which keeps events in order with several relays and after a crash,
-// and the claim reads about Limit rows whatever the size of the backlog.
+// transaction-level advisory lock for the table (pg_advisory_xact_lock),
+// waiting while another claim holds it (a claim takes milliseconds; a relay
+// that returned empty-handed instead would idle for a poll interval).
+// It records the relay as live and counts the others, then one statement
+// takes, among the partitions not leased to another live claim, the ones
+// whose oldest claimable event is oldest (at most 64 / live relays), the
+// oldest claimable events of each up to a share of Limit, and leases those
+// partitions. A leased partition is claimed by no one else until
+// [Store.Complete] gives it up or the lease expires, which keeps each key's
+// events in order with several relays and after a crash, while the
+// partitions are relayed in parallel. The claim reads about Limit rows
+// (plus one per partition) whatever the size of the backlog, as long as no
+// large backlog of one key waits behind a failed event of that key: those
+// events are read, and stepped over, by every claim.
 //
 // The advisory lock keys are derived from the configured schema and table
 // names. With an empty [Config.Schema], outbox tables of the same name in

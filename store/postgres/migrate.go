@@ -34,10 +34,22 @@ var migrationFiles embed.FS
 // templateData are the names a migration template may use, each already
 // validated and quoted.
 type templateData struct {
+	// DeliveredIndex, FailedIndex and PendingIndex name the partial indexes
+	// on delivered, failed (waiting or dead) and pending events.
+	DeliveredIndex string
 	// EventIDKey names the unique constraint on event_id.
-	EventIDKey string
+	EventIDKey  string
+	FailedIndex string
+	// PartCheck and StateCheck name the check constraints on part and state.
+	PartCheck string
+	// PartsTable is the quoted, qualified table of partition leases.
+	PartsTable   string
+	PendingIndex string
+	// RelaysTable is the quoted, qualified table of live relays.
+	RelaysTable string
 	// Schema is the quoted schema, empty when names are unqualified.
-	Schema string
+	Schema     string
+	StateCheck string
 	// Table is the quoted, qualified outbox table.
 	Table string
 }

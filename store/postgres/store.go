@@ -26,8 +26,22 @@ type Config struct {
 	// names are left unqualified and resolved by the connection's
 	// search_path.
 	Schema string
+	// NotifyChannel, when not empty, makes Insert also run
+	// pg_notify(NotifyChannel, '') in the writer's transaction, so that a
+	// [Listener] on that channel wakes relays in other processes at commit.
+	// It is the simplest cross-process wake-up but the costliest for
+	// writers: PostgreSQL serializes the commits of notifying transactions
+	// on a database-wide lock (docs/benchmarks.md measures the loss of commit
+	// rate). Prefer a [Notifier], which notifies outside the transactions,
+	// coalesced. A plain lower-case identifier. Defaults to "": no NOTIFY.
+	NotifyChannel string
+	// Retention is how long delivered events are kept (as state 3,
+	// delivered) before [Store.Purge] deletes them, for audit and replay.
+	// Defaults to 0: delivered events are deleted at once.
+	Retention time.Duration
 	// Table is the name of the outbox table. Its migrations table is named
-	// Table + "_migrations". It must be a plain lower-case identifier.
+	// Table + "_migrations", its partition and relay tables Table + "_parts"
+	// and Table + "_relays". It must be a plain lower-case identifier.
 	// Defaults to [DefaultTable].
 	Table string
 }
@@ -37,6 +51,14 @@ type Config struct {
 // bytes); the error wraps [omnibox.ErrInvalidIdentifier] and names the
 // setting. An empty Table is valid: it stands for [DefaultTable].
 func (c *Config) Validate() error {
+	if c.Retention < 0 {
+		return fmt.Errorf("postgres: Config.Retention must not be negative, got %s", c.Retention)
+	}
+	if c.NotifyChannel != "" {
+		if err := sqlident.Validate("postgres: Config.NotifyChannel", c.NotifyChannel, omnibox.ErrInvalidIdentifier); err != nil {
+			return err
+		}
+	}
 	if c.Schema != "" {
 		if err := sqlident.Validate("postgres: Config.Schema", c.Schema, omnibox.ErrInvalidIdentifier); err != nil {
 			return err
@@ -50,21 +72,41 @@ func (c *Config) Validate() error {
 // holds no connection (every method takes the executor to run on) and is safe
 // for concurrent use. It works with the lib/pq and pgx (stdlib) drivers.
 type Store struct {
-	claimLockKey int64
-	claimSQL     string
-	deliverSQL   string
-	insertPrefix string
-	migrator     *migrator
-	pendingSQL   string
-	releaseSQL   string
-	schema       string // quoted, empty when unqualified
-	table        string // qualified and quoted
-	tableName    string // qualified, unquoted, for messages
+	claimLockKey  int64
+	claimSQL      string
+	deadSQL       string
+	deliverSQL    string
+	discardSQL    string
+	freePartsSQL  string
+	insertPrefix  string
+	listDeadSQL   string
+	membersSQL    string
+	migrator      *migrator
+	notifyChannel string
+	pendingSQL    string
+	purgeSQL      string
+	releaseSQL    string
+	requeueSQL    string
+	retention     time.Duration
+	retrySQL      string
+	schema        string // quoted, empty when unqualified
+	table         string // qualified and quoted
+	tableName     string // qualified, unquoted, for messages
 }
 
 var (
-	_ omnibox.Inserter   = (*Store)(nil)
-	_ omnibox.RelayStore = (*Store)(nil)
+	_ omnibox.Inserter        = (*Store)(nil)
+	_ omnibox.RelayStore      = (*Store)(nil)
+	_ omnibox.DeadLetterStore = (*Store)(nil)
+	_ omnibox.Purger          = (*Store)(nil)
+)
+
+// Event states in the state column.
+const (
+	statePending   = 0
+	stateRetry     = 1
+	stateDead      = 2
+	stateDelivered = 3
 )
 
 // New returns a store for the table named by config. A nil config returns
@@ -80,17 +122,25 @@ func New(config *Config) (*Store, error) {
 		return nil, err
 	}
 	table := cmp.Or(config.Table, DefaultTable)
-	s := &Store{}
-	names := templateData{
-		EventIDKey: quote(table + "_event_id_key"),
-		Table:      quote(table),
-	}
+	s := &Store{notifyChannel: config.NotifyChannel, retention: config.Retention}
+	qualify := func(name string) string { return quote(name) }
 	s.tableName = table
 	if config.Schema != "" {
 		s.schema = quote(config.Schema)
-		names.Schema = s.schema
-		names.Table = s.schema + "." + quote(table)
+		qualify = func(name string) string { return s.schema + "." + quote(name) }
 		s.tableName = config.Schema + "." + table
+	}
+	names := templateData{
+		DeliveredIndex: quote(table + "_delivered_idx"),
+		EventIDKey:     quote(table + "_event_id_key"),
+		FailedIndex:    quote(table + "_failed_idx"),
+		PartCheck:      quote(table + "_part_check"),
+		PartsTable:     qualify(table + "_parts"),
+		PendingIndex:   quote(table + "_pending_idx"),
+		RelaysTable:    qualify(table + "_relays"),
+		Schema:         s.schema,
+		StateCheck:     quote(table + "_state_check"),
+		Table:          qualify(table),
 	}
 	s.table = names.Table
 	s.claimLockKey = lockKey("omnibox claim " + s.tableName)
@@ -100,12 +150,42 @@ func New(config *Config) (*Store, error) {
 	}
 	s.migrator = migrator
 
-	s.insertPrefix = "INSERT INTO " + s.table + " (event_id, topic, event_key, payload, metadata, created_at) VALUES "
-	s.claimSQL = claimSQL(s.table)
-	s.deliverSQL = "DELETE FROM " + s.table + " WHERE seq = ANY ($1::bigint[]) AND claimed_by = $2"
-	s.releaseSQL = "UPDATE " + s.table + " SET claimed_by = NULL, claimed_until = NULL, last_error = NULLIF($3, '')" +
-		" WHERE seq = ANY ($1::bigint[]) AND claimed_by = $2"
-	s.pendingSQL = "SELECT count(*) FROM " + s.table
+	t, parts := s.table, names.PartsTable
+	s.insertPrefix = "INSERT INTO " + t + " (event_id, topic, event_key, payload, metadata, created_at, part) VALUES "
+	s.membersSQL = `WITH seen AS (
+    INSERT INTO ` + names.RelaysTable + ` (relay_id, seen_until)
+    VALUES ($1, statement_timestamp() + $2::bigint * interval '1 microsecond')
+    ON CONFLICT (relay_id) DO UPDATE SET seen_until = EXCLUDED.seen_until
+), gone AS (
+    DELETE FROM ` + names.RelaysTable + ` WHERE seen_until < statement_timestamp() AND relay_id <> $1
+)
+SELECT count(*) FROM ` + names.RelaysTable + ` WHERE seen_until >= statement_timestamp() AND relay_id <> $1`
+	s.claimSQL = claimSQL(t, parts)
+	// Complete touches only the events still claimed by the owner, in
+	// partitions still leased to it: once another claim has taken a
+	// partition over, the events of the old claim that it did not take (they
+	// still name the old owner) belong to the new lease too.
+	owned := " WHERE seq = ANY ($1::bigint[]) AND claimed_by = $2 AND part IN (SELECT part FROM " + parts + " WHERE claimed_by = $2)"
+	if s.retention > 0 {
+		s.deliverSQL = "UPDATE " + t + " SET state = 3, delivered_at = statement_timestamp(), claimed_by = NULL, next_attempt_at = NULL" + owned
+	} else {
+		s.deliverSQL = "DELETE FROM " + t + owned
+	}
+	s.retrySQL = "UPDATE " + t + " SET state = 1, attempts = attempts + 1, claimed_by = NULL, last_error = NULLIF($3, '')," +
+		" next_attempt_at = statement_timestamp() + $4::bigint * interval '1 microsecond'" + owned
+	s.deadSQL = "UPDATE " + t + " SET state = 2, attempts = attempts + 1, claimed_by = NULL, last_error = NULLIF($3, '')," +
+		" next_attempt_at = NULL, dead_at = statement_timestamp()" + owned
+	s.releaseSQL = "UPDATE " + t + " SET claimed_by = NULL, last_error = COALESCE(NULLIF($3, ''), last_error)" + owned
+	s.freePartsSQL = "UPDATE " + parts + " SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = $1"
+	s.pendingSQL = "SELECT count(*) FROM " + t + " WHERE state IN (0, 1)"
+	s.listDeadSQL = "SELECT seq, event_id, topic, event_key, payload, metadata::text, created_at, attempts, COALESCE(last_error, ''), dead_at" +
+		" FROM " + t + " WHERE state = 2 AND seq > $1 AND ($3 = '' OR topic = $3) ORDER BY seq LIMIT $2"
+	s.requeueSQL = "UPDATE " + t + " SET state = 0, attempts = 0, dead_at = NULL, next_attempt_at = NULL" +
+		" WHERE seq = ANY ($1::bigint[]) AND state = 2"
+	s.discardSQL = "DELETE FROM " + t + " WHERE seq = ANY ($1::bigint[]) AND state = 2"
+	s.purgeSQL = "DELETE FROM " + t + " WHERE seq = ANY (ARRAY(SELECT seq FROM " + t +
+		" WHERE state = 3 AND delivered_at < statement_timestamp() - $1::bigint * interval '1 microsecond'" +
+		" ORDER BY delivered_at LIMIT $2))"
 	return s, nil
 }
 
@@ -122,7 +202,7 @@ func lockKey(s string) int64 {
 }
 
 // insertColumns is the number of parameters per inserted row.
-const insertColumns = 6
+const insertColumns = 7
 
 // maxInsertRows is the most rows one INSERT statement carries, so that it
 // stays within PostgreSQL's limit of 65535 parameters per statement.
@@ -142,6 +222,11 @@ func (s *Store) Insert(ctx context.Context, tx omnibox.DBTX, params omnibox.Inse
 	for events := range slices.Chunk(params.Events, maxInsertRows) {
 		if err := s.insertChunk(ctx, tx, events); err != nil {
 			return err
+		}
+	}
+	if s.notifyChannel != "" && len(params.Events) > 0 {
+		if _, err := tx.ExecContext(ctx, "SELECT pg_notify($1, '')", s.notifyChannel); err != nil {
+			return fmt.Errorf("postgres: notifying channel %s: %w", s.notifyChannel, err)
 		}
 	}
 	return nil
@@ -165,8 +250,8 @@ func (s *Store) insertChunk(ctx context.Context, tx omnibox.DBTX, events []omnib
 			b.WriteString(", ")
 		}
 		p := i * insertColumns
-		fmt.Fprintf(&b, "($%d, $%d, $%d, $%d, $%d::jsonb, $%d)", p+1, p+2, p+3, p+4, p+5, p+6)
-		args = append(args, ev.ID, ev.Topic, ev.Key, payload, metadata, ev.CreatedAt)
+		fmt.Fprintf(&b, "($%d, $%d, $%d, $%d, $%d::jsonb, $%d, $%d)", p+1, p+2, p+3, p+4, p+5, p+6, p+7)
+		args = append(args, ev.ID, ev.Topic, ev.Key, payload, metadata, ev.CreatedAt, omnibox.PartitionOf(&ev))
 	}
 	if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
 		if isUniqueViolation(err) {
@@ -185,35 +270,60 @@ func isUniqueViolation(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.SQLState() == "23505"
 }
 
-// claimSQL returns the claim statement for the qualified, quoted table.
-// Parameters: $1 limit, $2 owner prefix (empty for none), $3 owner, $4 lease
-// in microseconds.
+// claimSQL returns the claim statement for the qualified, quoted outbox and
+// partition tables. Parameters: $1 the most partitions to take, $2 limit,
+// $3 owner prefix (empty for none), $4 owner, $5 lease in microseconds, $6
+// whether dead events block their key.
 //
-// head reads the first $1 rows in seq order (all rows are pending): an index
-// scan of the primary key stopped by the LIMIT, whatever the backlog. A row
-// is free when it has no lease, its lease expired (on the database's clock),
-// or its lease belongs to an owner starting with the prefix. bool_and over
-// the window keeps only the free rows before the first row that is not, so a
-// live lease at the head blocks the claim. The UPDATE then fetches those
-// rows by primary key and checks again that they are free, so that even a
-// misuse without the claim lock cannot lease an event twice.
-func claimSQL(table string) string {
-	const free = `(claimed_until IS NULL OR claimed_until < statement_timestamp() OR ($2::text <> '' AND starts_with(claimed_by, $2::text)))`
-	return `WITH head AS (
-    SELECT seq, claimed_by, claimed_until
-    FROM ` + table + `
-    ORDER BY seq
+// heads picks the free partitions (no lease, an expired one, or one of the
+// owner prefix) whose oldest claimable event is oldest: one probe of the
+// pending index per partition. picked takes, from each, its oldest claimable
+// events up to an equal share of the limit: an index range scan per
+// partition, whatever the backlog. An event is claimable when it is pending,
+// or waiting for a retry that is due, and no earlier event of its key is
+// waiting or (with $6) dead. The partitions that gave events are leased, and
+// the events marked with the owner.
+func claimSQL(table, parts string) string {
+	const now = "statement_timestamp()"
+	claimable := `(o.state = 0 OR o.next_attempt_at <= ` + now + `)
+          AND (o.event_key = '' OR NOT EXISTS (
+              SELECT 1 FROM ` + table + ` b
+              WHERE b.part = o.part AND b.event_key = o.event_key AND b.seq < o.seq
+                AND b.state IN (1, 2) AND (b.state = 1 OR $6::boolean)))`
+	return `WITH heads AS (
+    SELECT p.part, h.seq
+    FROM ` + parts + ` p
+    CROSS JOIN LATERAL (
+        SELECT o.seq FROM ` + table + ` o
+        WHERE o.part = p.part AND o.state IN (0, 1)
+          AND ` + claimable + `
+        ORDER BY o.seq LIMIT 1
+    ) h
+    WHERE p.claimed_until IS NULL OR p.claimed_until < ` + now + `
+       OR ($3::text <> '' AND starts_with(p.claimed_by, $3::text))
+    ORDER BY h.seq
     LIMIT $1
-), prefix AS (
-    SELECT seq, bool_and` + free + ` OVER (ORDER BY seq) AS claimable
-    FROM head
+), share AS (
+    SELECT ceil($2::float8 / greatest(count(*), 1))::bigint AS n FROM heads
+), picked AS (
+    SELECT c.seq, c.part
+    FROM heads
+    CROSS JOIN LATERAL (
+        SELECT o.seq, o.part FROM ` + table + ` o
+        WHERE o.part = heads.part AND o.state IN (0, 1)
+          AND ` + claimable + `
+        ORDER BY o.seq LIMIT (SELECT n FROM share)
+    ) c
+    ORDER BY c.seq
+    LIMIT $2
+), leased AS (
+    UPDATE ` + parts + `
+    SET claimed_by = $4::text, claimed_until = ` + now + ` + $5::bigint * interval '1 microsecond'
+    WHERE part IN (SELECT part FROM picked)
 ), claimed AS (
     UPDATE ` + table + `
-    SET claimed_by = $3::text,
-        claimed_until = statement_timestamp() + $4::bigint * interval '1 microsecond',
-        attempts = attempts + 1
-    WHERE seq = ANY (ARRAY(SELECT seq FROM prefix WHERE claimable))
-      AND ` + free + `
+    SET claimed_by = $4::text
+    WHERE seq = ANY (ARRAY(SELECT seq FROM picked))
     RETURNING seq, event_id, topic, event_key, payload, metadata::text AS metadata, created_at, attempts
 )
 SELECT seq, event_id, topic, event_key, payload, metadata, created_at, attempts
@@ -221,17 +331,19 @@ FROM claimed
 ORDER BY seq`
 }
 
-// Claim leases up to params.Limit of the oldest pending events to
-// params.Owner for params.Lease, following the contract of
+// Claim leases partitions and up to params.Limit of their oldest claimable
+// events to params.Owner for params.Lease, following the contract of
 // [omnibox.RelayStore].
 //
 // tx must be a transaction (a *sql.Tx) that the caller commits right after:
 // Claim first takes a transaction-level advisory lock for the table with
-// pg_try_advisory_xact_lock, and returns an empty result without error when
-// another claim holds it. That lock, held until commit, is what keeps two
-// claims from reading the same head of the table. The claim then reads only
-// about Limit rows however large the backlog: it walks the primary key in
-// seq order and stops at the first event under another owner's live lease.
+// pg_advisory_xact_lock, waiting while another claim holds it: claims take a
+// few milliseconds, and a relay that found the lock taken must not mistake
+// that for an empty outbox and go idle. Then it records params.Relay as live, counts the live
+// relays, and claims from at most ceil(64 / live relays) partitions. The
+// claim reads about Limit rows of the pending index (plus one per
+// partition) however large the backlog, except the events of a key that
+// wait behind a failed event of it, which it reads and steps over.
 // Sub-second leases are kept to the microsecond.
 func (s *Store) Claim(ctx context.Context, tx omnibox.DBTX, params omnibox.ClaimParams) (*omnibox.ClaimResult, error) {
 	switch {
@@ -242,14 +354,15 @@ func (s *Store) Claim(ctx context.Context, tx omnibox.DBTX, params omnibox.Claim
 	case params.Owner == "":
 		return nil, errors.New("postgres: claim: Owner is empty")
 	}
-	var locked bool
-	if err := tx.QueryRowContext(ctx, "SELECT pg_try_advisory_xact_lock($1)", s.claimLockKey).Scan(&locked); err != nil {
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", s.claimLockKey); err != nil {
 		return nil, fmt.Errorf("postgres: claim: taking the claim lock of %s: %w", s.tableName, err)
 	}
-	if !locked {
-		return &omnibox.ClaimResult{}, nil
+	var others int64
+	if err := tx.QueryRowContext(ctx, s.membersSQL, cmp.Or(params.Relay, params.Owner), params.Lease.Microseconds()).Scan(&others); err != nil {
+		return nil, fmt.Errorf("postgres: claim: recording the relay in %s_relays: %w", s.tableName, err)
 	}
-	rows, err := tx.QueryContext(ctx, s.claimSQL, int64(params.Limit), params.OwnerPrefix, params.Owner, params.Lease.Microseconds())
+	maxParts := (omnibox.Partitions + others) / (others + 1) // ceil(Partitions / live relays)
+	rows, err := tx.QueryContext(ctx, s.claimSQL, maxParts, int64(params.Limit), params.OwnerPrefix, params.Owner, params.Lease.Microseconds(), params.BlockOnDead)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: claim from %s: %w", s.tableName, err)
 	}
@@ -278,38 +391,123 @@ func (s *Store) Claim(ctx context.Context, tx omnibox.DBTX, params omnibox.Claim
 	return res, nil
 }
 
-// MarkDelivered deletes the events of params.Seqs that are still leased to
-// params.Owner and reports how many it deleted. Events whose lease another
-// owner has taken over are left alone.
-func (s *Store) MarkDelivered(ctx context.Context, db omnibox.DBTX, params omnibox.MarkDeliveredParams) (int, error) {
-	if len(params.Seqs) == 0 {
+// Complete records the outcome of params.Owner's claim and frees its
+// partitions, following [omnibox.RelayStore]: delivered events are deleted
+// (or, with [Config.Retention], kept as delivered), retried ones wait for
+// their delay, dead ones are kept as dead, released ones are claimable at
+// once. Events and partitions no longer leased to params.Owner are left
+// alone. tx should be a transaction, so that the outcome is recorded whole.
+func (s *Store) Complete(ctx context.Context, tx omnibox.DBTX, params omnibox.CompleteParams) (*omnibox.CompleteResult, error) {
+	if params.Owner == "" {
+		return nil, errors.New("postgres: complete: Owner is empty")
+	}
+	res := &omnibox.CompleteResult{}
+	if len(params.Delivered) > 0 {
+		r, err := tx.ExecContext(ctx, s.deliverSQL, int64Array(params.Delivered), params.Owner)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: marking %d event(s) delivered in %s: %w", len(params.Delivered), s.tableName, err)
+		}
+		n, err := r.RowsAffected()
+		if err != nil {
+			return nil, fmt.Errorf("postgres: marking events delivered in %s: %w", s.tableName, err)
+		}
+		res.Delivered = int(n)
+	}
+	for _, f := range params.Retry {
+		if _, err := tx.ExecContext(ctx, s.retrySQL, int64Array([]int64{f.Seq}), params.Owner, f.Error, max(f.Delay, 0).Microseconds()); err != nil {
+			return nil, fmt.Errorf("postgres: scheduling a retry of event %d in %s: %w", f.Seq, s.tableName, err)
+		}
+	}
+	for _, f := range params.Dead {
+		if _, err := tx.ExecContext(ctx, s.deadSQL, int64Array([]int64{f.Seq}), params.Owner, f.Error); err != nil {
+			return nil, fmt.Errorf("postgres: marking event %d dead in %s: %w", f.Seq, s.tableName, err)
+		}
+	}
+	if len(params.Released) > 0 {
+		if _, err := tx.ExecContext(ctx, s.releaseSQL, int64Array(params.Released), params.Owner, params.ReleaseError); err != nil {
+			return nil, fmt.Errorf("postgres: releasing %d event(s) in %s: %w", len(params.Released), s.tableName, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, s.freePartsSQL, params.Owner); err != nil {
+		return nil, fmt.Errorf("postgres: freeing the partitions of %s: %w", s.tableName, err)
+	}
+	return res, nil
+}
+
+// ListDead returns dead events in seq order, following
+// [omnibox.DeadLetterStore].
+func (s *Store) ListDead(ctx context.Context, db omnibox.DBTX, params omnibox.ListDeadParams) ([]omnibox.DeadEvent, error) {
+	if params.Limit < 0 {
+		return nil, fmt.Errorf("postgres: list dead events: Limit must not be negative, got %d", params.Limit)
+	}
+	rows, err := db.QueryContext(ctx, s.listDeadSQL, params.AfterSeq, cmp.Or(params.Limit, 100), params.Topic)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: listing dead events of %s: %w", s.tableName, err)
+	}
+	defer rows.Close()
+	var out []omnibox.DeadEvent
+	for rows.Next() {
+		var (
+			ev       omnibox.DeadEvent
+			metadata string
+		)
+		if err := rows.Scan(&ev.Seq, &ev.ID, &ev.Topic, &ev.Key, &ev.Payload, &metadata, &ev.CreatedAt, &ev.Attempts, &ev.LastError, &ev.DiedAt); err != nil {
+			return nil, fmt.Errorf("postgres: listing dead events of %s: scanning: %w", s.tableName, err)
+		}
+		if ev.Payload == nil {
+			ev.Payload = []byte{}
+		}
+		ev.CreatedAt, ev.DiedAt = ev.CreatedAt.UTC(), ev.DiedAt.UTC()
+		if ev.Metadata, err = metadatajson.Decode(metadata); err != nil {
+			return nil, fmt.Errorf("postgres: listing dead events of %s: decoding metadata of event %q: %w", s.tableName, ev.ID, err)
+		}
+		out = append(out, ev)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: listing dead events of %s: %w", s.tableName, err)
+	}
+	return out, nil
+}
+
+// Requeue makes the dead events among seqs pending again with no attempts,
+// and reports how many it requeued.
+func (s *Store) Requeue(ctx context.Context, db omnibox.DBTX, seqs []int64) (int, error) {
+	return s.execCount(ctx, db, s.requeueSQL, "requeueing dead events", int64Array(seqs))
+}
+
+// Discard deletes the dead events among seqs and reports how many it
+// deleted.
+func (s *Store) Discard(ctx context.Context, db omnibox.DBTX, seqs []int64) (int, error) {
+	return s.execCount(ctx, db, s.discardSQL, "discarding dead events", int64Array(seqs))
+}
+
+// Purge deletes up to limit delivered events older than [Config.Retention],
+// oldest first, and reports how many it deleted. Without a retention period
+// delivered events are never kept, and Purge deletes nothing.
+func (s *Store) Purge(ctx context.Context, db omnibox.DBTX, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, fmt.Errorf("postgres: purge: limit must be positive, got %d", limit)
+	}
+	if s.retention <= 0 {
 		return 0, nil
 	}
-	res, err := db.ExecContext(ctx, s.deliverSQL, int64Array(params.Seqs), params.Owner)
+	return s.execCount(ctx, db, s.purgeSQL, "purging delivered events", s.retention.Microseconds(), limit)
+}
+
+func (s *Store) execCount(ctx context.Context, db omnibox.DBTX, query, what string, args ...any) (int, error) {
+	r, err := db.ExecContext(ctx, query, args...)
 	if err != nil {
-		return 0, fmt.Errorf("postgres: marking %d event(s) delivered in %s: %w", len(params.Seqs), s.tableName, err)
+		return 0, fmt.Errorf("postgres: %s in %s: %w", what, s.tableName, err)
 	}
-	n, err := res.RowsAffected()
+	n, err := r.RowsAffected()
 	if err != nil {
-		return 0, fmt.Errorf("postgres: marking events delivered in %s: %w", s.tableName, err)
+		return 0, fmt.Errorf("postgres: %s in %s: %w", what, s.tableName, err)
 	}
 	return int(n), nil
 }
 
-// Release ends params.Owner's lease on the events of params.Seqs, so that
-// the next claim takes them at once, and records params.Error as their last
-// error (NULL when empty). Events not leased to params.Owner are left alone.
-func (s *Store) Release(ctx context.Context, db omnibox.DBTX, params omnibox.ReleaseParams) error {
-	if len(params.Seqs) == 0 {
-		return nil
-	}
-	if _, err := db.ExecContext(ctx, s.releaseSQL, int64Array(params.Seqs), params.Owner, params.Error); err != nil {
-		return fmt.Errorf("postgres: releasing %d event(s) in %s: %w", len(params.Seqs), s.tableName, err)
-	}
-	return nil
-}
-
-// Pending returns the number of events not yet delivered, leased or not.
+// Pending returns the number of events not yet delivered, leased or not,
+// dead events excluded.
 // It counts the table, so it reads every row: use it for statistics and
 // tests, not on a hot path.
 func (s *Store) Pending(ctx context.Context, db omnibox.DBTX) (int64, error) {
