@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
+	"hash/fnv"
+	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,24 +17,36 @@ import (
 	"github.com/omnibox-go/omnibox"
 )
 
-// Store is what the suite needs of a dialect's store: the two contracts of
-// the root package, plus migrating and counting.
+// Store is what the suite needs of a dialect's store: the contracts of the
+// root package (writing, relaying, dead events, purging), plus migrating and
+// counting.
 type Store interface {
 	omnibox.Inserter
 	omnibox.RelayStore
+	omnibox.DeadLetterStore
+	omnibox.Purger
 	// Migrate creates or upgrades the store's tables on db. It must be
 	// idempotent and safe to run from several goroutines at once.
 	Migrate(ctx context.Context, db *sql.DB) error
-	// Pending returns the number of events not yet delivered.
+	// Pending returns the number of events not yet delivered: pending or
+	// waiting for a retry, not dead, not delivered and kept.
 	Pending(ctx context.Context, db omnibox.DBTX) (int64, error)
 }
 
 // Harness connects the suite to a dialect. Every field is required.
 type Harness struct {
+	// BackdateDelivered sets the delivery time of the delivered event at seq,
+	// kept in the outbox table named table ("" = the store's default) of db
+	// by a store with a retention period, to age before the database's
+	// current time, and reports whether there was such an event (delivered
+	// and not purged). It lets the suite test Purge without waiting for a
+	// retention period, and see which events Purge deleted.
+	BackdateDelivered func(t *testing.T, db *sql.DB, table string, seq int64, age time.Duration) bool
 	// LastError returns the last error recorded for the event at seq in the
 	// outbox table named table ("" = the store's default) of db, or "" when
-	// none is recorded. It lets the suite check what [omnibox.RelayStore]
-	// Release records, which the store interfaces do not read back.
+	// none is recorded. It lets the suite check what Complete records for
+	// released and retried events, which the store interfaces do not read
+	// back. The event must exist.
 	LastError func(t *testing.T, db *sql.DB, table string, seq int64) string
 	// NewDB returns a fresh, empty, isolated database handle for one test
 	// (a new schema or database) and cleans it up when the test ends. It is
@@ -42,9 +54,13 @@ type Harness struct {
 	// database cannot be reached.
 	NewDB func(t *testing.T) *sql.DB
 	// NewStore returns a store on db for the outbox table named table ("" =
-	// the store's default), not yet migrated, or the constructor's error
-	// (invalid names must give one wrapping [omnibox.ErrInvalidIdentifier]).
+	// the store's default), without a retention period (delivered events are
+	// deleted), not yet migrated, or the constructor's error (invalid names
+	// must give one wrapping [omnibox.ErrInvalidIdentifier]).
 	NewStore func(t *testing.T, db *sql.DB, table string) (Store, error)
+	// NewStoreWithRetention is NewStore for a store that keeps delivered
+	// events for retention (> 0) before its Purge deletes them.
+	NewStoreWithRetention func(t *testing.T, db *sql.DB, table string, retention time.Duration) (Store, error)
 }
 
 // Features lists what a dialect honestly cannot do; the zero value claims
@@ -65,22 +81,22 @@ type Features struct {
 	// checks by counting. [RunInbox] reads it as "transactions begin one at
 	// a time" and checks concurrent deliveries one after another.
 	NoClaimWhileWriting bool
-	// NoConcurrentClaims skips the case in which several goroutines claim
-	// and deliver at once, for a database that cannot run concurrent writing
+	// NoConcurrentClaims skips the case in which several relays claim and
+	// complete at once, for a database that cannot run concurrent writing
 	// transactions (SQLite: one writer at a time). Claims must still be
 	// correct one after another, which the other cases check.
 	NoConcurrentClaims bool
 }
 
-// Long enough never to expire during a test.
-const longLease = time.Hour
-
-// Run runs the conformance suite as parallel subtests of t.
+// Run runs the conformance suite as parallel subtests of t. See the package
+// documentation for what it checks.
 func Run(t *testing.T, h Harness, f Features) {
 	t.Helper()
+	require.NotNil(t, h.BackdateDelivered, "storetest: Harness.BackdateDelivered is required")
 	require.NotNil(t, h.LastError, "storetest: Harness.LastError is required")
 	require.NotNil(t, h.NewDB, "storetest: Harness.NewDB is required")
 	require.NotNil(t, h.NewStore, "storetest: Harness.NewStore is required")
+	require.NotNil(t, h.NewStoreWithRetention, "storetest: Harness.NewStoreWithRetention is required")
 
 	type testBundle struct {
 		db     *sql.DB
@@ -100,6 +116,21 @@ func Run(t *testing.T, h Harness, f Features) {
 		require.NoError(t, err)
 		return &testBundle{db: db, outbox: outbox, store: store}
 	}
+
+	// setupRetention is setup for a store that keeps delivered events for
+	// an hour.
+	setupRetention := func(t *testing.T) *testBundle {
+		t.Helper()
+		db := h.NewDB(t)
+		store, err := h.NewStoreWithRetention(t, db, "", time.Hour)
+		require.NoError(t, err)
+		require.NoError(t, store.Migrate(t.Context(), db))
+		outbox, err := omnibox.New(store, &omnibox.Config{})
+		require.NoError(t, err)
+		return &testBundle{db: db, outbox: outbox, store: store}
+	}
+
+	// Visibility.
 
 	t.Run("EventVisibleOnlyAfterCommit", func(t *testing.T) {
 		t.Parallel()
@@ -121,7 +152,7 @@ func Run(t *testing.T, h Harness, f Features) {
 		require.EqualValues(t, 1, n, "the writing transaction sees its own event")
 
 		require.NoError(t, tx.Commit())
-		requireIDs(t, []string{ev.ID}, claim(t, b.db, b.store, params("a/2", 10)))
+		requireIDs(t, ids(ev), claim(t, b.db, b.store, params("a/2", 10)))
 	})
 
 	t.Run("RolledBackEventNeverClaimed", func(t *testing.T) {
@@ -139,24 +170,27 @@ func Run(t *testing.T, h Harness, f Features) {
 		write(t, b.db, b.outbox, committed)
 
 		requirePending(t, b.db, b.store, 1)
-		requireIDs(t, []string{committed.ID}, claim(t, b.db, b.store, params("a/1", 10)))
+		requireIDs(t, ids(committed), claim(t, b.db, b.store, params("a/1", 10)))
 		require.Empty(t, claim(t, b.db, b.store, params("a/2", 10)))
 	})
 
-	t.Run("ClaimOldestFirstInInsertOrderUpToLimit", func(t *testing.T) {
+	// Claim order.
+
+	t.Run("ClaimInInsertOrderWithinPartitionUpToLimit", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		ctx := t.Context()
 
-		// 12 events: two transactions through the outbox, and one calling
-		// Insert twice.
-		events := newEvents("batch", "", 12)
+		// 12 events of one key, hence one partition: two transactions
+		// through the outbox, and one calling Insert twice.
+		events := newEvents("batch", "order", 12)
 		write(t, b.db, b.outbox, events[0:4]...)
 		write(t, b.db, b.outbox, events[4:8]...)
 		inTx(t, b.db, func(tx *sql.Tx) {
 			require.NoError(t, b.store.Insert(ctx, tx, omnibox.InsertParams{Events: events[8:10]}))
 			require.NoError(t, b.store.Insert(ctx, tx, omnibox.InsertParams{Events: events[10:12]}))
 		})
+		requirePending(t, b.db, b.store, 12)
 
 		var last int64
 		for i, want := range [][]omnibox.Event{events[0:5], events[5:10], events[10:12]} {
@@ -166,101 +200,712 @@ func Run(t *testing.T, h Harness, f Features) {
 			for _, ev := range got {
 				require.Greater(t, ev.Seq, last, "seqs must increase in claim order")
 				last = ev.Seq
-				require.Equal(t, 1, ev.Attempts)
+				require.Zero(t, ev.Attempts, "claiming is not an attempt")
 			}
-			n, err := b.store.MarkDelivered(ctx, b.db, omnibox.MarkDeliveredParams{Owner: owner, Seqs: seqs(got)})
-			require.NoError(t, err)
-			require.Equal(t, len(got), n)
+			deliver(t, b.db, b.store, owner, got)
 		}
 		require.Empty(t, claim(t, b.db, b.store, params("a/9", 5)))
 		requirePending(t, b.db, b.store, 0)
 	})
 
-	t.Run("ClaimIncrementsAttempts", func(t *testing.T) {
+	t.Run("ClaimInInsertOrderPerPartitionAndKey", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		ctx := t.Context()
 
-		write(t, b.db, b.outbox, newEvents("attempts", "", 2)...)
-		for attempt := 1; attempt <= 3; attempt++ {
-			owner := fmt.Sprintf("a/%d", attempt)
-			got := claim(t, b.db, b.store, params(owner, 10))
-			require.Len(t, got, 2)
-			for _, ev := range got {
-				require.Equal(t, attempt, ev.Attempts)
+		// Five transactions, each interleaving keys a, b, c, no key, and a
+		// key that shares a's partition.
+		twin := KeyInPartition("a-twin", omnibox.PartitionOf(&omnibox.Event{Key: "a"}))
+		var written []omnibox.Event
+		for i := range 5 {
+			var events []omnibox.Event
+			for _, key := range []string{"a", "b", "", twin, "c", "a"} {
+				events = append(events, newEvent(fmt.Sprintf("tx%d", i), key))
 			}
-			require.NoError(t, b.store.Release(ctx, b.db, omnibox.ReleaseParams{Owner: owner, Seqs: seqs(got)}))
+			write(t, b.db, b.outbox, events...)
+			written = append(written, events...)
 		}
+
+		claimed := drain(t, b.db, b.store, "a", 4)
+		claimedEvents := make([]omnibox.Event, len(claimed))
+		for i, ev := range claimed {
+			claimedEvents[i] = ev.Event
+		}
+		require.ElementsMatch(t, EventIDs(written), EventIDs(claimedEvents), "every event claimed exactly once")
+		byPartition := func(events []omnibox.Event) map[int][]string {
+			m := make(map[int][]string)
+			for _, ev := range events {
+				p := omnibox.PartitionOf(&ev)
+				m[p] = append(m[p], ev.ID)
+			}
+			return m
+		}
+		byKey := func(events []omnibox.Event) map[string][]string {
+			m := make(map[string][]string)
+			for _, ev := range events {
+				if ev.Key != "" { // keyless events are ordered within their partition only
+					m[ev.Key] = append(m[ev.Key], ev.ID)
+				}
+			}
+			return m
+		}
+		require.Equal(t, byPartition(written), byPartition(claimedEvents), "claim order within each partition")
+		require.Equal(t, byKey(written), byKey(claimedEvents), "claim order of each key")
+		requirePending(t, b.db, b.store, 0)
 	})
 
-	t.Run("LiveLeaseAtHeadBlocksOtherOwners", func(t *testing.T) {
+	// Partition leases.
+
+	t.Run("PartitionLeaseBlocksOtherOwners", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		ctx := t.Context()
 
-		events := newEvents("lease", "", 3)
-		write(t, b.db, b.outbox, events...)
+		// k1 and k2 share a partition; k3 and the keyless x have their own.
+		k1, k2, k3 := KeyInPartition("k1", 7), KeyInPartition("k2", 7), KeyInPartition("k3", 23)
+		a1, c1, a2, x, a3 := newEvent("lease", k1), newEvent("lease", k3), newEvent("lease", k2), keylessIn("lease", 51), newEvent("lease", k1)
+		write(t, b.db, b.outbox, a1, c1, a2, x, a3)
 
-		first := claim(t, b.db, b.store, omnibox.ClaimParams{Lease: longLease, Limit: 2, Owner: "relay-a/1", OwnerPrefix: "relay-a/"})
-		requireIDs(t, EventIDs(events[:2]), first)
+		relayA := func(owner string, limit int) omnibox.ClaimParams {
+			return omnibox.ClaimParams{BlockOnDead: true, Lease: longLease, Limit: limit, Owner: owner, OwnerPrefix: "relay-a/", Relay: "relay-a"}
+		}
+		first := claim(t, b.db, b.store, relayA("relay-a/1", 1))
+		requireIDs(t, ids(a1), first)
 
-		// The third event is free, but the live lease at the head blocks it.
-		require.Empty(t, claim(t, b.db, b.store, omnibox.ClaimParams{Lease: longLease, Limit: 10, Owner: "relay-b/1", OwnerPrefix: "relay-b/"}))
-		require.Empty(t, claim(t, b.db, b.store, params("relay-b/2", 10)))
+		// Another relay gets the other partitions, and nothing of the leased
+		// one: neither k1's later event nor k2's.
+		other := claim(t, b.db, b.store, params("relay-b/1", 10))
+		requireIDs(t, ids(c1, x), other)
+		require.Empty(t, claim(t, b.db, b.store, params("relay-b/2", 10)), "every partition with events is leased")
 
-		// The same relay restarted (same prefix) takes its leases over.
-		second := claim(t, b.db, b.store, omnibox.ClaimParams{Lease: longLease, Limit: 10, Owner: "relay-a/2", OwnerPrefix: "relay-a/"})
-		requireIDs(t, EventIDs(events), second)
-		require.Equal(t, []int{2, 2, 1}, attempts(second))
+		// The same relay restarted (same prefix) takes its lease over, with
+		// the whole partition; not relay-b's.
+		second := claim(t, b.db, b.store, relayA("relay-a/2", 10))
+		requireIDs(t, ids(a1, a2, a3), second)
+		require.Equal(t, []int{0, 0, 0}, attempts(second))
 
-		// The old owner lost its lease: it can neither deliver nor release.
-		n, err := b.store.MarkDelivered(ctx, b.db, omnibox.MarkDeliveredParams{Owner: "relay-a/1", Seqs: seqs(first)})
+		// The old owner lost its lease: its Complete changes nothing, and
+		// frees no partition.
+		res := complete(t, b.db, b.store, omnibox.CompleteParams{
+			Dead:         []omnibox.FailedEvent{{Error: "late dead", Seq: second[2].Seq}},
+			Delivered:    seqs(first),
+			Owner:        "relay-a/1",
+			Released:     []int64{other[0].Seq},
+			ReleaseError: "late release",
+			Retry:        []omnibox.FailedEvent{{Delay: time.Hour, Error: "late retry", Seq: second[1].Seq}},
+		})
+		require.Zero(t, res.Delivered, "a lost lease delivered events")
+		requirePending(t, b.db, b.store, 5)
+		for _, ev := range slices.Concat(second, other) {
+			require.Empty(t, h.LastError(t, b.db, "", ev.Seq), "a lost lease recorded an error on %s", ev.ID)
+		}
+		dead, err := b.store.ListDead(t.Context(), b.db, omnibox.ListDeadParams{})
 		require.NoError(t, err)
-		require.Zero(t, n)
-		require.NoError(t, b.store.Release(ctx, b.db, omnibox.ReleaseParams{Owner: "relay-a/1", Seqs: seqs(first), Error: "late"}))
-		require.Empty(t, claim(t, b.db, b.store, params("relay-b/3", 10)))
+		require.Empty(t, dead, "a lost lease marked an event dead")
+		require.Empty(t, claim(t, b.db, b.store, params("relay-b/3", 10)), "a lost lease's Complete freed a partition")
 
-		// A free head followed by a live lease: only the free prefix is
-		// claimed.
-		require.NoError(t, b.store.Release(ctx, b.db, omnibox.ReleaseParams{Owner: "relay-a/2", Seqs: seqs(second[:1])}))
-		requireIDs(t, EventIDs(events[:1]), claim(t, b.db, b.store, params("relay-b/4", 10)))
+		deliver(t, b.db, b.store, "relay-a/2", second)
+		deliver(t, b.db, b.store, "relay-b/1", other)
+		requirePending(t, b.db, b.store, 0)
 	})
 
 	t.Run("ExpiredLeaseClaimedAgain", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		ctx := t.Context()
 
-		events := newEvents("expired", "", 2)
+		events := newEvents("expired", KeyInPartition("expired", 5), 2)
 		write(t, b.db, b.outbox, events...)
-		first := claim(t, b.db, b.store, omnibox.ClaimParams{Lease: 50 * time.Millisecond, Limit: 10, Owner: "relay-a/1"})
-		requireIDs(t, EventIDs(events), first)
+		first := claim(t, b.db, b.store, omnibox.ClaimParams{BlockOnDead: true, Lease: 50 * time.Millisecond, Limit: 10, Owner: "relay-a/1", Relay: "relay-a"})
+		requireIDs(t, ids(events...), first)
 
-		// Poll until the short lease has expired on the database's clock.
-		var (
-			again []omnibox.ClaimedEvent
-			owner string
-		)
-		deadline := time.Now().Add(10 * time.Second)
-		for i := 0; len(again) == 0; i++ {
-			require.True(t, time.Now().Before(deadline), "the 50ms lease was never claimed again")
-			time.Sleep(20 * time.Millisecond)
-			owner = fmt.Sprintf("relay-b/%d", i)
-			again = claim(t, b.db, b.store, params(owner, 10))
-		}
-		requireIDs(t, EventIDs(events), again)
-		require.Equal(t, []int{2, 2}, attempts(again))
+		// Once the short lease has expired on the database's clock, another
+		// relay takes the partition over; here with the first event only.
+		again, owner := pollClaim(t, b.db, b.store, func(i int) omnibox.ClaimParams {
+			return params(fmt.Sprintf("relay-b/%d", i), 1)
+		})
+		requireIDs(t, ids(events[0]), again)
+		require.Zero(t, again[0].Attempts, "an expired lease is not a failed attempt")
 
-		n, err := b.store.MarkDelivered(ctx, b.db, omnibox.MarkDeliveredParams{Owner: "relay-a/1", Seqs: seqs(first)})
-		require.NoError(t, err)
-		require.Zero(t, n, "the expired owner must not deliver events leased again")
-		n, err = b.store.MarkDelivered(ctx, b.db, omnibox.MarkDeliveredParams{Owner: owner, Seqs: seqs(again)})
-		require.NoError(t, err)
-		require.Equal(t, 2, n)
+		// The expired owner affects neither the event taken over nor the
+		// one it claimed last, in a partition now leased to another.
+		res := complete(t, b.db, b.store, omnibox.CompleteParams{Delivered: seqs(first), Owner: "relay-a/1"})
+		require.Zero(t, res.Delivered, "the expired owner delivered events of a partition leased again")
+		requirePending(t, b.db, b.store, 2)
+		complete(t, b.db, b.store, omnibox.CompleteParams{Owner: "relay-a/1", Retry: []omnibox.FailedEvent{{Delay: time.Hour, Error: "late", Seq: first[1].Seq}}})
+		require.Empty(t, h.LastError(t, b.db, "", first[1].Seq))
+
+		deliver(t, b.db, b.store, owner, again)
+		rest := drain(t, b.db, b.store, "relay-b", 10)
+		requireIDs(t, ids(events[1]), rest)
+		require.Zero(t, rest[0].Attempts)
 		requirePending(t, b.db, b.store, 0)
 	})
 
-	t.Run("ConcurrentClaimersNeverShareAnEvent", func(t *testing.T) {
+	// Sharing partitions among live relays.
+
+	t.Run("LiveRelaysSharePartitions", func(t *testing.T) {
+		t.Parallel()
+		db := h.NewDB(t)
+		ctx := t.Context()
+
+		for _, relays := range []int{1, 2, 4} {
+			store, err := h.NewStore(t, db, fmt.Sprintf("share_%d", relays))
+			require.NoError(t, err)
+			require.NoError(t, store.Migrate(ctx, db))
+			events, headOrder := eventsInEveryPartition("share", 3)
+			inTx(t, db, func(tx *sql.Tx) {
+				require.NoError(t, store.Insert(ctx, tx, omnibox.InsertParams{Events: events}))
+			})
+
+			// The other relays claim once, and give their events back: they
+			// stay live for their (long) lease.
+			for r := 1; r < relays; r++ {
+				owner := fmt.Sprintf("relay-%d/1", r)
+				got := claim(t, db, store, params(owner, 1))
+				require.Len(t, got, 1)
+				complete(t, db, store, omnibox.CompleteParams{Owner: owner, Released: seqs(got)})
+			}
+
+			share := (omnibox.Partitions + relays - 1) / relays
+			wantParts := headOrder[:share]
+			var want []string
+			for _, ev := range events {
+				if slices.Contains(wantParts, omnibox.PartitionOf(&ev)) {
+					want = append(want, ev.ID)
+				}
+			}
+			got := claim(t, db, store, params("relay-0/1", 1000))
+			require.ElementsMatch(t, wantParts, partitions(got),
+				"with %d live relays a claim takes the %d partitions whose oldest event is oldest", relays, share)
+			requireIDs(t, want, got)
+		}
+	})
+
+	t.Run("ExpiredRelayStopsSharing", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+
+		events, _ := eventsInEveryPartition("expired-relay", 2)
+		Insert(t, b.db, b.store, events...)
+
+		// relay-b is live for 50ms only.
+		got := claim(t, b.db, b.store, omnibox.ClaimParams{BlockOnDead: true, Lease: 50 * time.Millisecond, Limit: 1, Owner: "relay-b/1", Relay: "relay-b"})
+		require.Len(t, got, 1)
+		complete(t, b.db, b.store, omnibox.CompleteParams{Owner: "relay-b/1", Released: seqs(got)})
+
+		// Until it expires on the database's clock, relay-a gets half the
+		// partitions; then all of them.
+		deadline := time.Now().Add(pollTimeout)
+		for i := 0; ; i++ {
+			owner := fmt.Sprintf("relay-a/%d", i)
+			got := claim(t, b.db, b.store, params(owner, 1000))
+			parts := len(partitions(got))
+			complete(t, b.db, b.store, omnibox.CompleteParams{Owner: owner, Released: seqs(got)})
+			if parts == omnibox.Partitions {
+				break
+			}
+			require.Equal(t, omnibox.Partitions/2, parts, "claim %d: partitions taken with two live relays", i)
+			require.True(t, time.Now().Before(deadline), "relay-b, live for 50ms, still counted after %s", pollTimeout)
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+
+	// Complete.
+
+	t.Run("CompleteDeliversOnlyOwnClaims", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+
+		events := newEvents("deliver", "deliver", 4)
+		write(t, b.db, b.outbox, events...)
+		got := claim(t, b.db, b.store, params("a/1", 2))
+		requireIDs(t, ids(events[:2]...), got)
+
+		all := seqs(got)
+		res := complete(t, b.db, b.store, omnibox.CompleteParams{Delivered: all, Owner: "b/1"})
+		require.Zero(t, res.Delivered, "another owner's events were delivered")
+		requirePending(t, b.db, b.store, 4)
+
+		// Unclaimed events (seqs past the claimed ones) are not delivered
+		// either.
+		withOthers := append(slices.Clone(all), all[1]+1, all[1]+2, all[1]+1000)
+		res = complete(t, b.db, b.store, omnibox.CompleteParams{Delivered: withOthers, Owner: "a/1"})
+		require.Equal(t, 2, res.Delivered)
+		requirePending(t, b.db, b.store, 2)
+
+		res = complete(t, b.db, b.store, omnibox.CompleteParams{Delivered: all, Owner: "a/1"})
+		require.Zero(t, res.Delivered, "already delivered")
+		res = complete(t, b.db, b.store, omnibox.CompleteParams{Owner: "a/1"})
+		require.Zero(t, res.Delivered)
+
+		// Delivered events are gone: not claimed again, not kept.
+		again := claim(t, b.db, b.store, params("b/2", 10))
+		requireIDs(t, ids(events[2:]...), again)
+		for _, seq := range all {
+			require.False(t, h.BackdateDelivered(t, b.db, "", seq, 0), "a store without retention kept a delivered event")
+		}
+	})
+
+	t.Run("ReleasedClaimableAtOnceWithError", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+
+		keyed := newEvents("release", "release", 3)
+		x := newEvent("release", "")
+		write(t, b.db, b.outbox, append(keyed, x)...)
+		got := claim(t, b.db, b.store, params("a/1", 10))
+		requireIDs(t, ids(append(keyed, x)...), got)
+		require.Equal(t, []int{0, 0, 0, 0}, attempts(got))
+
+		// Another owner cannot release them.
+		complete(t, b.db, b.store, omnibox.CompleteParams{Owner: "b/1", Released: seqs(got), ReleaseError: "not mine"})
+		require.Empty(t, h.LastError(t, b.db, "", got[0].Seq))
+		require.Empty(t, claim(t, b.db, b.store, params("b/2", 10)), "still leased")
+
+		// x fails (with no delay), the others are given back with an error.
+		const reason = `kafka: broker down — "ключ" 值 🚀`
+		complete(t, b.db, b.store, omnibox.CompleteParams{
+			Owner:        "a/1",
+			Released:     seqs(got[:3]),
+			ReleaseError: reason,
+			Retry:        []omnibox.FailedEvent{{Error: "x failed", Seq: got[3].Seq}},
+		})
+		for _, ev := range got[:3] {
+			require.Equal(t, reason, h.LastError(t, b.db, "", ev.Seq))
+		}
+		require.Equal(t, "x failed", h.LastError(t, b.db, "", got[3].Seq))
+
+		// Claimable at once by anyone; releasing counts no attempt.
+		again := claim(t, b.db, b.store, params("b/3", 10))
+		requireIDs(t, ids(append(keyed, x)...), again)
+		require.Equal(t, []int{0, 0, 0, 1}, attempts(again))
+
+		// Released without an error, the last one recorded stays.
+		complete(t, b.db, b.store, omnibox.CompleteParams{Owner: "b/3", Released: seqs(again)})
+		require.Equal(t, reason, h.LastError(t, b.db, "", got[0].Seq))
+		require.Equal(t, "x failed", h.LastError(t, b.db, "", got[3].Seq))
+		again = claim(t, b.db, b.store, params("a/2", 10))
+		requireIDs(t, ids(append(keyed, x)...), again)
+		require.Equal(t, []int{0, 0, 0, 1}, attempts(again))
+	})
+
+	t.Run("RetryWaitsAndBlocksOnlyItsKey", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+
+		// k and l share a partition, m has its own.
+		k, l, m := KeyInPartition("wait", 13), KeyInPartition("other", 13), KeyInPartition("far", 40)
+		k1, l1, k2, m1, k3, l2 := newEvent("retry", k), newEvent("retry", l), newEvent("retry", k), newEvent("retry", m), newEvent("retry", k), newEvent("retry", l)
+		write(t, b.db, b.outbox, k1, l1, k2, m1, k3, l2)
+		got := claim(t, b.db, b.store, params("a/1", 10))
+		requireIDs(t, ids(k1, l1, k2, m1, k3, l2), got)
+
+		// k1 fails: it waits an hour, and the relay gives back the later
+		// events of its key.
+		res := complete(t, b.db, b.store, omnibox.CompleteParams{
+			Delivered: []int64{got[1].Seq, got[3].Seq},
+			Owner:     "a/1",
+			Released:  []int64{got[2].Seq, got[4].Seq, got[5].Seq},
+			Retry:     []omnibox.FailedEvent{{Delay: time.Hour, Error: "boom", Seq: got[0].Seq}},
+		})
+		require.Equal(t, 2, res.Delivered)
+		require.Equal(t, "boom", h.LastError(t, b.db, "", got[0].Seq))
+		requirePending(t, b.db, b.store, 4) // a waiting event is pending
+
+		// Neither k1 nor the later events of k are claimed; l's are.
+		again := claim(t, b.db, b.store, params("b/1", 10))
+		requireIDs(t, ids(l2), again)
+		deliver(t, b.db, b.store, "b/1", again)
+		require.Empty(t, claim(t, b.db, b.store, params("b/2", 10)))
+
+		// New events of k stay behind k1; the other keys' flow.
+		k4, l3, m2 := newEvent("retry", k), newEvent("retry", l), newEvent("retry", m)
+		write(t, b.db, b.outbox, k4, l3, m2)
+		requireIDs(t, ids(l3, m2), drain(t, b.db, b.store, "c", 10))
+		requirePending(t, b.db, b.store, 4)
+	})
+
+	t.Run("RetryClaimedFirstAfterDelay", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+
+		events := newEvents("retry-after", "retry-after", 3)
+		write(t, b.db, b.outbox, events...)
+		got := claim(t, b.db, b.store, params("a/1", 10))
+		requireIDs(t, ids(events...), got)
+		complete(t, b.db, b.store, omnibox.CompleteParams{
+			Owner:    "a/1",
+			Released: seqs(got[1:]),
+			Retry:    []omnibox.FailedEvent{{Delay: 300 * time.Millisecond, Error: "try again", Seq: got[0].Seq}},
+		})
+
+		// Once its delay has passed on the database's clock, the failed
+		// event is claimed first, with its failed attempt counted; the later
+		// events of its key come after it.
+		first, owner := pollClaim(t, b.db, b.store, func(i int) omnibox.ClaimParams {
+			return params(fmt.Sprintf("b/%d", i), 10)
+		})
+		require.Equal(t, events[0].ID, first[0].ID, "the retried event must be claimed first")
+		require.Equal(t, 1, first[0].Attempts)
+		deliver(t, b.db, b.store, owner, first)
+		all := append(first, drain(t, b.db, b.store, "b", 10)...)
+		requireIDs(t, ids(events...), all)
+		require.Equal(t, []int{1, 0, 0}, attempts(all))
+		requirePending(t, b.db, b.store, 0)
+	})
+
+	// Dead events.
+
+	t.Run("DeadEventListedWithItsEvent", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		ctx := t.Context()
+
+		ev := omnibox.Event{
+			CreatedAt: time.Date(2024, 2, 29, 23, 59, 58, 123456000, time.UTC),
+			ID:        "dead/événement/🚀",
+			Key:       "ключ-🔑",
+			Metadata:  map[string]string{"ключ": "值 🚀", "empty": ""},
+			Payload:   []byte{0, 1, 2, 0xff, '"', '\\'},
+			Topic:     "topic.dead",
+		}
+		other := newEvent("alive", "")
+		write(t, b.db, b.outbox, ev, other)
+		got := claim(t, b.db, b.store, params("a/1", 10))
+		requireIDs(t, ids(ev, other), got)
+		complete(t, b.db, b.store, omnibox.CompleteParams{
+			Delivered: seqs(got[1:]),
+			Owner:     "a/1",
+			Retry:     []omnibox.FailedEvent{{Error: "first", Seq: got[0].Seq}},
+		})
+		got = claim(t, b.db, b.store, params("a/2", 10))
+		requireIDs(t, ids(ev), got)
+		require.Equal(t, 1, got[0].Attempts)
+
+		const reason = "fatal: message too large — ключ"
+		complete(t, b.db, b.store, omnibox.CompleteParams{Dead: []omnibox.FailedEvent{{Error: reason, Seq: got[0].Seq}}, Owner: "a/2"})
+		requirePending(t, b.db, b.store, 0) // dead events are not pending
+		require.Empty(t, claim(t, b.db, b.store, params("a/3", 10)))
+
+		dead, err := b.store.ListDead(ctx, b.db, omnibox.ListDeadParams{})
+		require.NoError(t, err)
+		require.Len(t, dead, 1)
+		d := dead[0]
+		require.Equal(t, got[0].Seq, d.Seq)
+		require.Equal(t, 2, d.Attempts, "two failed attempts")
+		require.Equal(t, reason, d.LastError)
+		require.Equal(t, time.UTC, d.DiedAt.Location(), "DiedAt must come back in UTC")
+		require.WithinDuration(t, time.Now(), d.DiedAt, time.Hour, "DiedAt is when the event died")
+		require.Equal(t, ev.ID, d.ID)
+		require.Equal(t, ev.Topic, d.Topic)
+		require.Equal(t, ev.Key, d.Key)
+		require.Equal(t, ev.Metadata, d.Metadata)
+		require.Equal(t, ev.Payload, d.Payload)
+		require.True(t, ev.CreatedAt.Equal(d.CreatedAt), "CreatedAt: want %s, got %s", ev.CreatedAt, d.CreatedAt)
+		require.Equal(t, time.UTC, d.CreatedAt.Location())
+	})
+
+	t.Run("DeadEventBlocksItsKeyWithBlockOnDead", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		ctx := t.Context()
+
+		k, l := KeyInPartition("dead", 30), KeyInPartition("alive", 30)
+		d1, l1, d2 := newEvent("dead", k), newEvent("dead", l), newEvent("dead", k)
+		write(t, b.db, b.outbox, d1, l1, d2)
+		got := claim(t, b.db, b.store, params("a/1", 10))
+		requireIDs(t, ids(d1, l1, d2), got)
+		complete(t, b.db, b.store, omnibox.CompleteParams{
+			Dead:      []omnibox.FailedEvent{{Error: "fatal", Seq: got[0].Seq}},
+			Delivered: []int64{got[1].Seq},
+			Owner:     "a/1",
+			Released:  []int64{got[2].Seq},
+		})
+
+		require.Empty(t, claim(t, b.db, b.store, params("a/2", 10)), "a dead event's key went on")
+		l2, d3 := newEvent("dead", l), newEvent("dead", k)
+		write(t, b.db, b.outbox, l2, d3)
+		requireIDs(t, ids(l2), drain(t, b.db, b.store, "a", 10))
+		requirePending(t, b.db, b.store, 2)
+
+		// Requeued, the dead event goes first again, with no attempts.
+		n, err := b.store.Requeue(ctx, b.db, []int64{got[0].Seq})
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		requirePending(t, b.db, b.store, 3)
+		all := drain(t, b.db, b.store, "b", 10)
+		requireIDs(t, ids(d1, d2, d3), all)
+		require.Equal(t, []int{0, 0, 0}, attempts(all))
+		dead, err := b.store.ListDead(ctx, b.db, omnibox.ListDeadParams{})
+		require.NoError(t, err)
+		require.Empty(t, dead)
+	})
+
+	t.Run("DeadEventSteppedOverWithoutBlockOnDead", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		ctx := t.Context()
+
+		events := newEvents("dead", "stepped-over", 3)
+		write(t, b.db, b.outbox, events...)
+		got := claim(t, b.db, b.store, params("a/1", 10))
+		complete(t, b.db, b.store, omnibox.CompleteParams{
+			Dead:     []omnibox.FailedEvent{{Error: "fatal", Seq: got[0].Seq}},
+			Owner:    "a/1",
+			Released: seqs(got[1:]),
+		})
+
+		p := params("a/2", 10)
+		p.BlockOnDead = false
+		again := claim(t, b.db, b.store, p)
+		requireIDs(t, ids(events[1:]...), again)
+		deliver(t, b.db, b.store, "a/2", again)
+
+		dead, err := b.store.ListDead(ctx, b.db, omnibox.ListDeadParams{})
+		require.NoError(t, err)
+		require.Len(t, dead, 1)
+		require.Equal(t, events[0].ID, dead[0].ID)
+	})
+
+	t.Run("DiscardLetsItsKeyFlow", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		ctx := t.Context()
+
+		events := newEvents("discard", "discard", 2)
+		write(t, b.db, b.outbox, events...)
+		got := claim(t, b.db, b.store, params("a/1", 10))
+		complete(t, b.db, b.store, omnibox.CompleteParams{
+			Dead:     []omnibox.FailedEvent{{Error: "fatal", Seq: got[0].Seq}},
+			Owner:    "a/1",
+			Released: seqs(got[1:]),
+		})
+		require.Empty(t, claim(t, b.db, b.store, params("a/2", 10)))
+
+		// The pending event and an unknown seq are not discarded.
+		n, err := b.store.Discard(ctx, b.db, []int64{got[0].Seq, got[1].Seq, got[1].Seq + 1000})
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		dead, err := b.store.ListDead(ctx, b.db, omnibox.ListDeadParams{})
+		require.NoError(t, err)
+		require.Empty(t, dead)
+		requirePending(t, b.db, b.store, 1)
+		requireIDs(t, ids(events[1]), drain(t, b.db, b.store, "a", 10))
+	})
+
+	t.Run("RequeueAndDiscardTouchOnlyDeadEvents", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		ctx := t.Context()
+
+		// Four keys in four partitions.
+		dead, waiting := newEvent("only-dead", KeyInPartition("d", 1)), newEvent("only-dead", KeyInPartition("w", 2))
+		leased, pending := newEvent("only-dead", KeyInPartition("c", 3)), newEvent("only-dead", KeyInPartition("p", 4))
+		write(t, b.db, b.outbox, dead, waiting)
+		got := claim(t, b.db, b.store, params("a/1", 10))
+		complete(t, b.db, b.store, omnibox.CompleteParams{
+			Dead:  []omnibox.FailedEvent{{Error: "fatal", Seq: got[0].Seq}},
+			Owner: "a/1",
+			Retry: []omnibox.FailedEvent{{Delay: time.Hour, Error: "later", Seq: got[1].Seq}},
+		})
+		deadSeq, waitingSeq := got[0].Seq, got[1].Seq
+		write(t, b.db, b.outbox, leased)
+		got = claim(t, b.db, b.store, params("a/2", 10))
+		requireIDs(t, ids(leased), got)
+		leasedSeq := got[0].Seq
+		write(t, b.db, b.outbox, pending)
+
+		others := []int64{waitingSeq, leasedSeq, leasedSeq + 1, leasedSeq + 1000}
+		for _, list := range [][]int64{nil, {}, others} {
+			n, err := b.store.Requeue(ctx, b.db, list)
+			require.NoError(t, err)
+			require.Zero(t, n, "requeued %v", list)
+			n, err = b.store.Discard(ctx, b.db, list)
+			require.NoError(t, err)
+			require.Zero(t, n, "discarded %v", list)
+		}
+		requirePending(t, b.db, b.store, 3)
+		require.Equal(t, "later", h.LastError(t, b.db, "", waitingSeq))
+		requireIDs(t, ids(pending), claim(t, b.db, b.store, params("b/1", 10)))
+
+		n, err := b.store.Requeue(ctx, b.db, []int64{deadSeq, deadSeq})
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		n, err = b.store.Requeue(ctx, b.db, []int64{deadSeq})
+		require.NoError(t, err)
+		require.Zero(t, n, "no longer dead")
+		n, err = b.store.Discard(ctx, b.db, []int64{deadSeq})
+		require.NoError(t, err)
+		require.Zero(t, n, "no longer dead")
+		requirePending(t, b.db, b.store, 4)
+	})
+
+	t.Run("ListDeadPagesAndFilters", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		ctx := t.Context()
+
+		var events []omnibox.Event
+		for i := range 6 {
+			events = append(events, newEvent([]string{"dead-a", "dead-b"}[i%2], ""))
+		}
+		write(t, b.db, b.outbox, events...)
+		got := claim(t, b.db, b.store, params("a/1", 10))
+		require.Len(t, got, 6)
+		failed := make([]omnibox.FailedEvent, len(got))
+		for i, ev := range got {
+			failed[i] = omnibox.FailedEvent{Error: "fatal " + ev.ID, Seq: ev.Seq}
+		}
+		complete(t, b.db, b.store, omnibox.CompleteParams{Dead: failed, Owner: "a/1"})
+
+		list := func(p omnibox.ListDeadParams) []string {
+			t.Helper()
+			dead, err := b.store.ListDead(ctx, b.db, p)
+			require.NoError(t, err)
+			out := make([]string, len(dead))
+			for i, d := range dead {
+				out[i] = d.ID
+				require.Equal(t, "fatal "+d.ID, d.LastError)
+				require.Equal(t, seqOf(t, got, d.ID), d.Seq)
+			}
+			return out
+		}
+		require.Equal(t, ids(events...), list(omnibox.ListDeadParams{}))
+		require.Equal(t, ids(events[:4]...), list(omnibox.ListDeadParams{Limit: 4}))
+		require.Equal(t, ids(events[4:]...), list(omnibox.ListDeadParams{AfterSeq: got[3].Seq, Limit: 4}))
+		require.Empty(t, list(omnibox.ListDeadParams{AfterSeq: got[5].Seq}))
+		require.Equal(t, ids(events[0], events[2], events[4]), list(omnibox.ListDeadParams{Topic: "dead-a"}))
+		require.Equal(t, ids(events[3], events[5]), list(omnibox.ListDeadParams{AfterSeq: got[1].Seq, Topic: "dead-b"}))
+		require.Equal(t, ids(events[1]), list(omnibox.ListDeadParams{Limit: 1, Topic: "dead-b"}))
+		require.Empty(t, list(omnibox.ListDeadParams{Topic: "dead"}))
+	})
+
+	t.Run("KeylessEventsBlockNothing", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+
+		// Keyless events in one partition, with a keyed one.
+		const part = 44
+		x1, x2, x3, k1 := keylessIn("keyless", part), keylessIn("keyless", part), keylessIn("keyless", part), newEvent("keyless", KeyInPartition("keyed", part))
+		write(t, b.db, b.outbox, x1, x2, x3, k1)
+		got := claim(t, b.db, b.store, params("a/1", 10))
+		requireIDs(t, ids(x1, x2, x3, k1), got)
+		complete(t, b.db, b.store, omnibox.CompleteParams{
+			Dead:     []omnibox.FailedEvent{{Error: "fatal", Seq: got[1].Seq}},
+			Owner:    "a/1",
+			Released: seqs(got[2:]),
+			Retry:    []omnibox.FailedEvent{{Delay: time.Hour, Error: "later", Seq: got[0].Seq}},
+		})
+
+		x4 := keylessIn("keyless", part)
+		write(t, b.db, b.outbox, x4)
+		requireIDs(t, ids(x3, k1, x4), drain(t, b.db, b.store, "a", 10))
+	})
+
+	// Retention.
+
+	t.Run("RetentionKeepsDeliveredOutOfTheWay", func(t *testing.T) {
+		t.Parallel()
+		b := setupRetention(t)
+		ctx := t.Context()
+
+		events := newEvents("kept", "kept", 3)
+		write(t, b.db, b.outbox, events...)
+		got := claim(t, b.db, b.store, params("a/1", 10))
+		requireIDs(t, ids(events...), got)
+		res := complete(t, b.db, b.store, omnibox.CompleteParams{Delivered: seqs(got[:1]), Owner: "b/1"})
+		require.Zero(t, res.Delivered, "another owner's event was delivered")
+		res = complete(t, b.db, b.store, omnibox.CompleteParams{Delivered: seqs(got[:1]), Owner: "a/1", Released: seqs(got[1:])})
+		require.Equal(t, 1, res.Delivered)
+		requirePending(t, b.db, b.store, 2)
+
+		// A delivered event kept is neither claimed again nor in the way of
+		// its key, nor dead, nor pending.
+		requireIDs(t, ids(events[1:]...), drain(t, b.db, b.store, "a", 10))
+		requirePending(t, b.db, b.store, 0)
+		require.Empty(t, claim(t, b.db, b.store, params("a/9", 10)))
+		res = complete(t, b.db, b.store, omnibox.CompleteParams{Delivered: seqs(got), Owner: "a/1"})
+		require.Zero(t, res.Delivered, "delivered twice")
+		dead, err := b.store.ListDead(ctx, b.db, omnibox.ListDeadParams{})
+		require.NoError(t, err)
+		require.Empty(t, dead)
+		n, err := b.store.Requeue(ctx, b.db, seqs(got))
+		require.NoError(t, err)
+		require.Zero(t, n, "a delivered event was requeued")
+		n, err = b.store.Discard(ctx, b.db, seqs(got))
+		require.NoError(t, err)
+		require.Zero(t, n, "a delivered event was discarded")
+
+		// Kept, and not purged before the retention period.
+		n, err = b.store.Purge(ctx, b.db, 100)
+		require.NoError(t, err)
+		require.Zero(t, n, "purged events delivered less than the retention period ago")
+		for _, ev := range got {
+			require.True(t, h.BackdateDelivered(t, b.db, "", ev.Seq, 0), "delivered event %s not kept", ev.ID)
+		}
+	})
+
+	t.Run("PurgeDeletesOnlyExpiredOldestFirstInBatches", func(t *testing.T) {
+		t.Parallel()
+		b := setupRetention(t)
+		ctx := t.Context()
+
+		events := newEvents("purge", "", 6)
+		write(t, b.db, b.outbox, events...)
+		got := drain(t, b.db, b.store, "a", 10)
+		require.ElementsMatch(t, ids(events...), claimedIDs(got))
+
+		for _, limit := range []int{0, -1} {
+			_, err := b.store.Purge(ctx, b.db, limit)
+			require.Error(t, err, "limit %d", limit)
+		}
+		// Retention is an hour: three events are past it, one not.
+		backdate := func(i int, age time.Duration) bool {
+			t.Helper()
+			return h.BackdateDelivered(t, b.db, "", got[i].Seq, age)
+		}
+		require.True(t, backdate(0, 3*time.Hour))
+		require.True(t, backdate(1, 2*time.Hour))
+		require.True(t, backdate(2, 4*time.Hour))
+		require.True(t, backdate(3, 30*time.Minute))
+
+		purge := func(limit int) int {
+			t.Helper()
+			n, err := b.store.Purge(ctx, b.db, limit)
+			require.NoError(t, err)
+			return n
+		}
+		require.Equal(t, 1, purge(1))
+		require.False(t, backdate(2, 4*time.Hour), "Purge did not delete the oldest first")
+		require.True(t, backdate(0, 3*time.Hour))
+		require.Equal(t, 2, purge(5))
+		require.Zero(t, purge(5))
+		for i := 3; i < 6; i++ {
+			require.True(t, backdate(i, 0), "an event delivered within the retention period was purged")
+		}
+		require.False(t, backdate(0, 0))
+		require.False(t, backdate(1, 0))
+	})
+
+	t.Run("PurgeWithoutRetentionDeletesNothing", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		ctx := t.Context()
+
+		events := newEvents("no-retention", "", 2)
+		write(t, b.db, b.outbox, events...)
+		got := drain(t, b.db, b.store, "a", 10)
+		for _, ev := range got {
+			require.False(t, h.BackdateDelivered(t, b.db, "", ev.Seq, 0), "a store without retention kept a delivered event")
+		}
+		n, err := b.store.Purge(ctx, b.db, 10)
+		require.NoError(t, err)
+		require.Zero(t, n)
+		_, err = b.store.Purge(ctx, b.db, 0)
+		require.Error(t, err)
+	})
+
+	// Concurrency.
+
+	t.Run("ConcurrentRelaysNeverShareAnEventAndKeepKeyOrder", func(t *testing.T) {
 		t.Parallel()
 		if f.NoConcurrentClaims {
 			t.Skip("storetest: Features.NoConcurrentClaims is set")
@@ -269,60 +914,102 @@ func Run(t *testing.T, h Harness, f Features) {
 		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 		defer cancel()
 
-		const total, workers = 2000, 8
+		// 16 keys and keyless events; about one event in eight fails once.
+		const total, relays = 600, 8
 		events := make([]omnibox.Event, total)
 		for i := range events {
-			events[i] = newEvent("concurrent", fmt.Sprintf("key-%d", i%10))
+			key := fmt.Sprintf("key-%d", i%17)
+			if i%17 == 16 {
+				key = ""
+			}
+			events[i] = newEvent("concurrent", key)
 		}
-		inTx(t, b.db, func(tx *sql.Tx) {
-			require.NoError(t, b.store.Insert(ctx, tx, omnibox.InsertParams{Events: events}))
-		})
+		Insert(t, b.db, b.store, events...)
+		failsOnce := func(id string) bool {
+			hash := fnv.New32a()
+			_, _ = hash.Write([]byte(id))
+			return hash.Sum32()%8 == 0
+		}
 
 		var (
-			delivered atomic.Int64
 			mu        sync.Mutex
-			order     []string // claimed IDs in claim order
-			seen      = make(map[string]string, total)
-			errs      = make(chan error, workers)
+			delivered = make(map[string]bool, total)
+			inFlight  = make(map[string]string) // event ID -> owner
+			byKey     = make(map[string][]string)
+			errs      = make(chan error, relays)
 			wg        sync.WaitGroup
 		)
-		for w := range workers {
-			wg.Go(func() {
-				err := func() error {
-					for i := 0; delivered.Load() < total; i++ {
-						if err := ctx.Err(); err != nil {
-							return fmt.Errorf("worker %d: %d of %d delivered: %w", w, delivered.Load(), total, err)
-						}
-						owner := fmt.Sprintf("w%d/%d", w, i)
-						got, err := tryClaim(ctx, b.db, b.store, omnibox.ClaimParams{Lease: time.Minute, Limit: 50, Owner: owner})
-						if err != nil {
-							return fmt.Errorf("worker %d: %w", w, err)
-						}
-						if len(got) == 0 {
-							time.Sleep(2 * time.Millisecond)
-							continue
-						}
-						mu.Lock()
-						for _, ev := range got {
-							if prev, dup := seen[ev.ID]; dup {
-								mu.Unlock()
-								return fmt.Errorf("event %s claimed by %s and again by %s", ev.ID, prev, owner)
-							}
-							seen[ev.ID] = owner
-							order = append(order, ev.ID)
-						}
+		done := func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(delivered) == total
+		}
+		// relay claims, publishes (failing some events once, and giving
+		// back the later events of a failed one's key, as the relay does)
+		// and completes, until every event is delivered.
+		relay := func(r int) error {
+			for i := 0; !done(); i++ {
+				if err := ctx.Err(); err != nil {
+					return fmt.Errorf("relay %d: %w", r, err)
+				}
+				owner := fmt.Sprintf("r%d/%d", r, i)
+				got, err := tryClaim(ctx, b.db, b.store, omnibox.ClaimParams{
+					BlockOnDead: true, Lease: time.Minute, Limit: 50, Owner: owner, Relay: fmt.Sprintf("r%d", r),
+				})
+				if err != nil {
+					return fmt.Errorf("relay %d: %w", r, err)
+				}
+				if len(got) == 0 {
+					time.Sleep(5 * time.Millisecond)
+					continue
+				}
+				var p omnibox.CompleteParams
+				p.Owner = owner
+				failedKeys := make(map[string]bool)
+				mu.Lock()
+				for _, ev := range got {
+					if prev, ok := inFlight[ev.ID]; ok {
 						mu.Unlock()
-						n, err := b.store.MarkDelivered(ctx, b.db, omnibox.MarkDeliveredParams{Owner: owner, Seqs: seqs(got)})
-						if err != nil {
-							return fmt.Errorf("worker %d: mark delivered: %w", w, err)
-						}
-						if n != len(got) {
-							return fmt.Errorf("worker %d: marked %d of %d events delivered", w, n, len(got))
-						}
-						delivered.Add(int64(n))
+						return fmt.Errorf("event %s claimed by %s while %s held it", ev.ID, owner, prev)
 					}
-					return nil
-				}()
+					if delivered[ev.ID] {
+						mu.Unlock()
+						return fmt.Errorf("event %s claimed by %s after it was delivered", ev.ID, owner)
+					}
+					inFlight[ev.ID] = owner
+					switch {
+					case ev.Key != "" && failedKeys[ev.Key]:
+						p.Released = append(p.Released, ev.Seq)
+					case ev.Attempts == 0 && failsOnce(ev.ID):
+						p.Retry = append(p.Retry, omnibox.FailedEvent{Error: "flaky", Seq: ev.Seq})
+						if ev.Key != "" {
+							failedKeys[ev.Key] = true
+						}
+					default:
+						p.Delivered = append(p.Delivered, ev.Seq)
+						delivered[ev.ID] = true
+						if ev.Key != "" {
+							byKey[ev.Key] = append(byKey[ev.Key], ev.ID)
+						}
+					}
+				}
+				for _, ev := range got {
+					delete(inFlight, ev.ID)
+				}
+				mu.Unlock()
+				res, err := tryComplete(ctx, b.db, b.store, p)
+				if err != nil {
+					return fmt.Errorf("relay %d: %w", r, err)
+				}
+				if res.Delivered != len(p.Delivered) {
+					return fmt.Errorf("relay %d: %d of %d delivered events counted", r, res.Delivered, len(p.Delivered))
+				}
+			}
+			return nil
+		}
+		for r := range relays {
+			wg.Go(func() {
+				err := relay(r)
 				if err != nil {
 					cancel() // the others stop too, instead of waiting for the timeout
 				}
@@ -334,115 +1021,18 @@ func Run(t *testing.T, h Harness, f Features) {
 		for err := range errs {
 			require.NoError(t, err)
 		}
-		require.EqualValues(t, total, delivered.Load())
-		require.Len(t, seen, total)
-		// One batch is in flight at a time, so delivery follows insert order.
-		require.Equal(t, EventIDs(events), order)
+		require.Len(t, delivered, total)
+		want := make(map[string][]string)
+		for _, ev := range events {
+			if ev.Key != "" {
+				want[ev.Key] = append(want[ev.Key], ev.ID)
+			}
+		}
+		require.Equal(t, want, byKey, "each key's events delivered in insert order")
 		requirePending(t, b.db, b.store, 0)
 	})
 
-	t.Run("MarkDeliveredOnlyOwnLeases", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t)
-		ctx := t.Context()
-
-		events := newEvents("deliver", "", 4)
-		write(t, b.db, b.outbox, events...)
-		got := claim(t, b.db, b.store, params("a/1", 2))
-		requireIDs(t, EventIDs(events[:2]), got)
-
-		all := seqs(got)
-		n, err := b.store.MarkDelivered(ctx, b.db, omnibox.MarkDeliveredParams{Owner: "b/1", Seqs: all})
-		require.NoError(t, err)
-		require.Zero(t, n, "another owner's events were deleted")
-		requirePending(t, b.db, b.store, 4)
-
-		// Unclaimed events (seqs past the claimed ones) are not deleted either.
-		withOthers := append(all, all[1]+1, all[1]+2, all[1]+1000)
-		n, err = b.store.MarkDelivered(ctx, b.db, omnibox.MarkDeliveredParams{Owner: "a/1", Seqs: withOthers})
-		require.NoError(t, err)
-		require.Equal(t, 2, n)
-		requirePending(t, b.db, b.store, 2)
-
-		n, err = b.store.MarkDelivered(ctx, b.db, omnibox.MarkDeliveredParams{Owner: "a/1", Seqs: all})
-		require.NoError(t, err)
-		require.Zero(t, n, "already delivered")
-		n, err = b.store.MarkDelivered(ctx, b.db, omnibox.MarkDeliveredParams{Owner: "a/1"})
-		require.NoError(t, err)
-		require.Zero(t, n)
-
-		requireIDs(t, EventIDs(events[2:]), claim(t, b.db, b.store, params("b/2", 10)))
-	})
-
-	t.Run("ReleaseMakesEventsClaimableAndRecordsError", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t)
-		ctx := t.Context()
-
-		events := newEvents("release", "", 3)
-		write(t, b.db, b.outbox, events...)
-		got := claim(t, b.db, b.store, params("a/1", 10))
-		requireIDs(t, EventIDs(events), got)
-
-		// Another owner cannot release them.
-		require.NoError(t, b.store.Release(ctx, b.db, omnibox.ReleaseParams{Owner: "b/1", Seqs: seqs(got), Error: "not mine"}))
-		require.Empty(t, claim(t, b.db, b.store, params("b/2", 10)))
-		require.Empty(t, h.LastError(t, b.db, "", got[0].Seq))
-
-		const reason = `kafka: broker down — "ключ" 值 🚀`
-		require.NoError(t, b.store.Release(ctx, b.db, omnibox.ReleaseParams{Owner: "a/1", Seqs: seqs(got[:2]), Error: reason}))
-		require.Equal(t, reason, h.LastError(t, b.db, "", got[0].Seq))
-		require.Equal(t, reason, h.LastError(t, b.db, "", got[1].Seq))
-		require.Empty(t, h.LastError(t, b.db, "", got[2].Seq))
-
-		// Claimable at once, up to the event still leased.
-		again := claim(t, b.db, b.store, params("b/3", 10))
-		requireIDs(t, EventIDs(events[:2]), again)
-		require.Equal(t, []int{2, 2}, attempts(again))
-	})
-
-	t.Run("PerKeyOrder", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t)
-		ctx := t.Context()
-
-		// Five transactions, each interleaving keys a, b, c and no key.
-		var written []omnibox.Event
-		for i := range 5 {
-			var events []omnibox.Event
-			for _, key := range []string{"a", "b", "", "c", "a"} {
-				events = append(events, newEvent(fmt.Sprintf("tx%d", i), key))
-			}
-			write(t, b.db, b.outbox, events...)
-			written = append(written, events...)
-		}
-
-		var claimed []omnibox.ClaimedEvent
-		for i := 0; ; i++ {
-			owner := fmt.Sprintf("a/%d", i)
-			got := claim(t, b.db, b.store, params(owner, 4))
-			if len(got) == 0 {
-				break
-			}
-			claimed = append(claimed, got...)
-			n, err := b.store.MarkDelivered(ctx, b.db, omnibox.MarkDeliveredParams{Owner: owner, Seqs: seqs(got)})
-			require.NoError(t, err)
-			require.Equal(t, len(got), n)
-		}
-		byKey := func(events []omnibox.Event) map[string][]string {
-			m := make(map[string][]string)
-			for _, ev := range events {
-				m[ev.Key] = append(m[ev.Key], ev.ID)
-			}
-			return m
-		}
-		claimedEvents := make([]omnibox.Event, len(claimed))
-		for i, ev := range claimed {
-			claimedEvents[i] = ev.Event
-		}
-		require.Equal(t, byKey(written), byKey(claimedEvents))
-		require.Equal(t, EventIDs(written), EventIDs(claimedEvents))
-	})
+	// Round trips, writes, names and migrations.
 
 	t.Run("RoundTripIsExact", func(t *testing.T) {
 		t.Parallel()
@@ -522,7 +1112,7 @@ func Run(t *testing.T, h Harness, f Features) {
 		})
 
 		requirePending(t, b.db, b.store, 1)
-		requireIDs(t, []string{existing.ID}, claim(t, b.db, b.store, params("a/1", 10)))
+		requireIDs(t, ids(existing), claim(t, b.db, b.store, params("a/1", 10)))
 	})
 
 	t.Run("InsertNothing", func(t *testing.T) {
@@ -542,6 +1132,9 @@ func Run(t *testing.T, h Harness, f Features) {
 			store, err := h.NewStore(t, db, name)
 			require.ErrorIs(t, err, omnibox.ErrInvalidIdentifier, "table name %q", name)
 			require.Nil(t, store, "table name %q", name)
+			store, err = h.NewStoreWithRetention(t, db, name, time.Hour)
+			require.ErrorIs(t, err, omnibox.ErrInvalidIdentifier, "table name %q, with retention", name)
+			require.Nil(t, store, "table name %q, with retention", name)
 		}
 	})
 
@@ -556,12 +1149,16 @@ func Run(t *testing.T, h Harness, f Features) {
 		customOutbox, err := omnibox.New(custom, &omnibox.Config{})
 		require.NoError(t, err)
 
-		inDefault, inCustom := newEvent("default", ""), newEvent("custom", "")
+		// One key, so one partition number, in both tables.
+		inDefault, inCustom := newEvent("default", "same-key"), newEvent("custom", "same-key")
 		write(t, b.db, b.outbox, inDefault)
 		write(t, b.db, customOutbox, inCustom)
 
-		requireIDs(t, []string{inCustom.ID}, claim(t, b.db, custom, params("a/1", 10)))
-		requireIDs(t, []string{inDefault.ID}, claim(t, b.db, b.store, params("a/2", 10)))
+		// Leases and relays of one table do not count in the other.
+		requireIDs(t, ids(inCustom), claim(t, b.db, custom, params("a/1", 10)))
+		requireIDs(t, ids(inDefault), claim(t, b.db, b.store, params("b/1", 10)))
+		requirePending(t, b.db, custom, 1)
+		requirePending(t, b.db, b.store, 1)
 	})
 
 	t.Run("MigrateTwiceIsNoOp", func(t *testing.T) {
@@ -573,7 +1170,7 @@ func Run(t *testing.T, h Harness, f Features) {
 		require.NoError(t, b.store.Migrate(t.Context(), b.db))
 		require.NoError(t, b.store.Migrate(t.Context(), b.db))
 		requirePending(t, b.db, b.store, 1)
-		requireIDs(t, []string{ev.ID}, claim(t, b.db, b.store, params("a/1", 10)))
+		requireIDs(t, ids(ev), claim(t, b.db, b.store, params("a/1", 10)))
 	})
 
 	t.Run("MigrateConcurrently", func(t *testing.T) {
@@ -605,122 +1202,28 @@ func Run(t *testing.T, h Harness, f Features) {
 		require.NoError(t, err)
 		ev := newEvent("migrated", "")
 		write(t, db, outbox, ev)
-		requireIDs(t, []string{ev.ID}, claim(t, db, store, params("a/1", 10)))
+		requireIDs(t, ids(ev), claim(t, db, store, params("a/1", 10)))
 	})
 }
 
-// params returns claim parameters with a long lease and no owner prefix.
-func params(owner string, limit int) omnibox.ClaimParams {
-	return omnibox.ClaimParams{Lease: longLease, Limit: limit, Owner: owner}
-}
-
-// claim runs one claim in its own transaction, committed, as the relay does.
-func claim(t *testing.T, db *sql.DB, store Store, p omnibox.ClaimParams) []omnibox.ClaimedEvent {
-	t.Helper()
-	events, err := tryClaim(t.Context(), db, store, p)
-	require.NoError(t, err)
-	return events
-}
-
-// tryClaim is claim for goroutines other than the test's: it returns the
-// error instead of failing the test. It also checks the result's order.
-func tryClaim(ctx context.Context, db *sql.DB, store Store, p omnibox.ClaimParams) ([]omnibox.ClaimedEvent, error) {
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("claim: begin: %w", err)
+// eventsInEveryPartition returns perPartition rounds of events, each round
+// one event in every partition (one key per partition), the partitions in a
+// scrambled order that is the same each round; and that order, which is the
+// order of the partitions' oldest events once written.
+func eventsInEveryPartition(topic string, perPartition int) ([]omnibox.Event, []int) {
+	order := make([]int, omnibox.Partitions)
+	for i := range order {
+		order[i] = (i * 29) % omnibox.Partitions // 29 is prime to 64: a permutation
 	}
-	defer func() { _ = tx.Rollback() }()
-	res, err := store.Claim(ctx, tx, p)
-	if err != nil {
-		return nil, fmt.Errorf("claim: %w", err)
+	keys := make([]string, omnibox.Partitions)
+	for p := range keys {
+		keys[p] = KeyInPartition(topic, p)
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("claim: commit: %w", err)
-	}
-	if res == nil {
-		return nil, errors.New("claim: nil result without error")
-	}
-	if len(res.Events) > p.Limit {
-		return nil, fmt.Errorf("claim: %d events returned, more than Limit %d", len(res.Events), p.Limit)
-	}
-	for i := 1; i < len(res.Events); i++ {
-		if res.Events[i].Seq <= res.Events[i-1].Seq {
-			return nil, fmt.Errorf("claim: events not in seq order: %d after %d", res.Events[i].Seq, res.Events[i-1].Seq)
+	var events []omnibox.Event
+	for range perPartition {
+		for _, p := range order {
+			events = append(events, newEvent(topic, keys[p]))
 		}
 	}
-	return res.Events, nil
-}
-
-// inTx runs fn in a transaction on db and commits it.
-func inTx(t *testing.T, db *sql.DB, fn func(tx *sql.Tx)) {
-	t.Helper()
-	tx, err := db.BeginTx(t.Context(), nil)
-	require.NoError(t, err)
-	defer func() { _ = tx.Rollback() }()
-	fn(tx)
-	require.NoError(t, tx.Commit())
-}
-
-// write writes events through the outbox in one committed transaction.
-func write(t *testing.T, db *sql.DB, outbox *omnibox.Outbox, events ...omnibox.Event) {
-	t.Helper()
-	inTx(t, db, func(tx *sql.Tx) {
-		require.NoError(t, outbox.WriteTx(t.Context(), tx, events...))
-	})
-}
-
-var eventCounter atomic.Int64
-
-// newEvent returns a complete event (so it can go to Store.Insert directly)
-// with a unique ID.
-func newEvent(topic, key string) omnibox.Event {
-	n := eventCounter.Add(1)
-	return omnibox.Event{
-		CreatedAt: time.Now().Truncate(time.Microsecond).UTC(),
-		ID:        fmt.Sprintf("%s-%d", topic, n),
-		Key:       key,
-		Metadata:  map[string]string{"n": fmt.Sprint(n)},
-		Payload:   fmt.Appendf(nil, `{"n":%d}`, n),
-		Topic:     topic,
-	}
-}
-
-func newEvents(topic, key string, n int) []omnibox.Event {
-	events := make([]omnibox.Event, n)
-	for i := range events {
-		events[i] = newEvent(topic, key)
-	}
-	return events
-}
-
-func requirePending(t *testing.T, db *sql.DB, store Store, want int64) {
-	t.Helper()
-	n, err := store.Pending(t.Context(), db)
-	require.NoError(t, err)
-	require.Equal(t, want, n, "pending events")
-}
-
-func requireIDs(t *testing.T, want []string, got []omnibox.ClaimedEvent) {
-	t.Helper()
-	gotIDs := make([]string, len(got))
-	for i, ev := range got {
-		gotIDs[i] = ev.ID
-	}
-	require.Equal(t, want, gotIDs, "claimed event IDs")
-}
-
-func seqs(events []omnibox.ClaimedEvent) []int64 {
-	out := make([]int64, len(events))
-	for i, ev := range events {
-		out[i] = ev.Seq
-	}
-	return out
-}
-
-func attempts(events []omnibox.ClaimedEvent) []int {
-	out := make([]int, len(events))
-	for i, ev := range events {
-		out[i] = ev.Attempts
-	}
-	return out
+	return events, order
 }

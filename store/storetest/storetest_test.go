@@ -1,6 +1,7 @@
 package storetest_test
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -25,7 +27,7 @@ type brokenStore struct {
 	*postgres.Store
 	db     *sql.DB
 	defect string
-	schema string
+	table  string // qualified and quoted outbox table
 }
 
 func (s *brokenStore) Insert(ctx context.Context, tx omnibox.DBTX, p omnibox.InsertParams) error {
@@ -37,12 +39,30 @@ func (s *brokenStore) Insert(ctx context.Context, tx omnibox.DBTX, p omnibox.Ins
 	return s.Store.Insert(ctx, tx, p)
 }
 
+// waitingPrefix hides the key of waiting events during a claim.
+const waitingPrefix = "#waiting#"
+
 func (s *brokenStore) Claim(ctx context.Context, tx omnibox.DBTX, p omnibox.ClaimParams) (*omnibox.ClaimResult, error) {
-	if s.defect == "ignore-leases" {
-		// Forgets every lease before claiming: a live lease no longer blocks.
-		if _, err := tx.ExecContext(ctx, `UPDATE `+s.schema+`.omnibox_outbox SET claimed_until = NULL`); err != nil {
+	switch s.defect {
+	case "ignore-leases":
+		// Forgets every partition lease before claiming.
+		if _, err := tx.ExecContext(ctx, `UPDATE `+s.partsTable()+` SET claimed_by = NULL, claimed_until = NULL`); err != nil {
 			return nil, err
 		}
+	case "waiting-key-passes":
+		// Hides the keys of waiting events from the claim: they no longer
+		// block their key.
+		if _, err := tx.ExecContext(ctx, `UPDATE `+s.table+` SET event_key = $1 || event_key WHERE state = 1 AND event_key <> ''`, waitingPrefix); err != nil {
+			return nil, err
+		}
+		defer func() {
+			_, _ = tx.ExecContext(ctx, `UPDATE `+s.table+` SET event_key = substr(event_key, $2) WHERE starts_with(event_key, $1)`, waitingPrefix, len(waitingPrefix)+1)
+		}()
+	case "dead-never-blocks":
+		p.BlockOnDead = false
+	case "one-relay":
+		// Every claim says it is the same relay: none shares partitions.
+		p.Relay = "one-relay"
 	}
 	res, err := s.Store.Claim(ctx, tx, p)
 	if err != nil || res == nil {
@@ -60,9 +80,51 @@ func (s *brokenStore) Claim(ctx context.Context, tx omnibox.DBTX, p omnibox.Clai
 				res.Events[i].Metadata[k] = v + " "
 			}
 		}
+	case "waiting-key-passes":
+		for i := range res.Events {
+			res.Events[i].Key = strings.TrimPrefix(res.Events[i].Key, waitingPrefix)
+		}
 	}
 	return res, nil
 }
+
+func (s *brokenStore) Complete(ctx context.Context, tx omnibox.DBTX, p omnibox.CompleteParams) (*omnibox.CompleteResult, error) {
+	switch s.defect {
+	case "complete-ignores-lease":
+		// Takes back the partitions of the events still marked with the
+		// owner's name, leased to another claim or not.
+		if _, err := tx.ExecContext(ctx, `UPDATE `+s.partsTable()+` SET claimed_by = $1
+			WHERE part IN (SELECT part FROM `+s.table+` WHERE claimed_by = $1)`, p.Owner); err != nil {
+			return nil, err
+		}
+	case "release-counts-attempt":
+		// Releases as a retry without delay: counts an attempt.
+		for _, seq := range p.Released {
+			p.Retry = append(p.Retry, omnibox.FailedEvent{Error: p.ReleaseError, Seq: seq})
+		}
+		p.Released = nil
+	}
+	res, err := s.Store.Complete(ctx, tx, p)
+	if err != nil {
+		return nil, err
+	}
+	if s.defect == "complete-frees-all" {
+		// Frees every partition, not only the owner's.
+		if _, err := tx.ExecContext(ctx, `UPDATE `+s.partsTable()+` SET claimed_by = NULL, claimed_until = NULL`); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (s *brokenStore) Purge(ctx context.Context, db omnibox.DBTX, limit int) (int, error) {
+	if s.defect == "purge-ignores-limit" && limit > 0 {
+		limit = 1 << 20
+	}
+	return s.Store.Purge(ctx, db, limit)
+}
+
+func (s *brokenStore) partsTable() string { return strings.TrimSuffix(s.table, `"`) + `_parts"` }
 
 // TestBrokenStoreSuite runs the suite against a broken store. It only does
 // so as the subprocess of TestSuiteCatchesBrokenStore, which expects it to
@@ -72,12 +134,31 @@ func TestBrokenStoreSuite(t *testing.T) {
 	if defect == "" {
 		t.Skip("runs only as a subprocess of TestSuiteCatchesBrokenStore")
 	}
-	var schemas sync.Map
+	var schemas sync.Map // *sql.DB -> schema
+	qualified := func(db *sql.DB, table string) string {
+		schema, _ := schemas.Load(db)
+		return `"` + schema.(string) + `"."` + cmp.Or(table, postgres.DefaultTable) + `"`
+	}
+	newStore := func(t *testing.T, db *sql.DB, table string, retention time.Duration) (storetest.Store, error) {
+		schema, _ := schemas.Load(db)
+		s, err := postgres.New(&postgres.Config{Retention: retention, Schema: schema.(string), Table: table})
+		if err != nil {
+			return nil, err
+		}
+		return &brokenStore{Store: s, db: db, defect: defect, table: qualified(db, table)}, nil
+	}
 	storetest.Run(t, storetest.Harness{
+		BackdateDelivered: func(t *testing.T, db *sql.DB, table string, seq int64, age time.Duration) bool {
+			r, err := db.Exec(`UPDATE `+qualified(db, table)+` SET delivered_at = now() - $2::bigint * interval '1 microsecond'
+				WHERE seq = $1 AND state = 3`, seq, age.Microseconds())
+			require.NoError(t, err)
+			n, err := r.RowsAffected()
+			require.NoError(t, err)
+			return n == 1
+		},
 		LastError: func(t *testing.T, db *sql.DB, table string, seq int64) string {
-			schema, _ := schemas.Load(db)
 			var last sql.NullString
-			require.NoError(t, db.QueryRow(`SELECT last_error FROM `+schema.(string)+`.`+table+` WHERE seq = $1`, seq).Scan(&last))
+			require.NoError(t, db.QueryRow(`SELECT last_error FROM `+qualified(db, table)+` WHERE seq = $1`, seq).Scan(&last))
 			return last.String
 		},
 		NewDB: func(t *testing.T) *sql.DB {
@@ -86,13 +167,9 @@ func TestBrokenStoreSuite(t *testing.T) {
 			return db
 		},
 		NewStore: func(t *testing.T, db *sql.DB, table string) (storetest.Store, error) {
-			schema, _ := schemas.Load(db)
-			s, err := postgres.New(&postgres.Config{Schema: schema.(string), Table: table})
-			if err != nil {
-				return nil, err
-			}
-			return &brokenStore{Store: s, db: db, defect: defect, schema: schema.(string)}, nil
+			return newStore(t, db, table, 0)
 		},
+		NewStoreWithRetention: newStore,
 	}, storetest.Features{})
 }
 
@@ -104,10 +181,17 @@ func TestSuiteCatchesBrokenStore(t *testing.T) {
 	// Each defect, and the cases of the suite that must catch it. Only those
 	// cases run, to keep this quick.
 	cases := map[string][]string{
-		"claim-twice":       {"ClaimOldestFirstInInsertOrderUpToLimit", "ConcurrentClaimersNeverShareAnEvent"},
-		"insert-outside-tx": {"EventVisibleOnlyAfterCommit", "RolledBackEventNeverClaimed"},
-		"ignore-leases":     {"LiveLeaseAtHeadBlocksOtherOwners"},
-		"lossy-metadata":    {"RoundTripIsExact"},
+		"claim-twice":            {"ClaimInInsertOrderWithinPartitionUpToLimit", "ConcurrentRelaysNeverShareAnEventAndKeepKeyOrder"},
+		"complete-frees-all":     {"PartitionLeaseBlocksOtherOwners"},
+		"complete-ignores-lease": {"ExpiredLeaseClaimedAgain"},
+		"dead-never-blocks":      {"DeadEventBlocksItsKeyWithBlockOnDead"},
+		"ignore-leases":          {"PartitionLeaseBlocksOtherOwners"},
+		"insert-outside-tx":      {"EventVisibleOnlyAfterCommit", "RolledBackEventNeverClaimed"},
+		"lossy-metadata":         {"RoundTripIsExact"},
+		"one-relay":              {"LiveRelaysSharePartitions"},
+		"purge-ignores-limit":    {"PurgeDeletesOnlyExpiredOldestFirstInBatches"},
+		"release-counts-attempt": {"ReleasedClaimableAtOnceWithError"},
+		"waiting-key-passes":     {"RetryWaitsAndBlocksOnlyItsKey", "RetryClaimedFirstAfterDelay"},
 	}
 	exe, err := os.Executable()
 	require.NoError(t, err)
