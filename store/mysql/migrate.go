@@ -45,6 +45,10 @@ var migrationFiles embed.FS
 // templateData are the names a migration template may use, each already
 // validated and quoted.
 type templateData struct {
+	// DatabaseLiteral is the database holding the tables as an SQL
+	// expression, for queries on information_schema: the quoted string
+	// literal of [Config.Database], or DATABASE() when it is empty.
+	DatabaseLiteral string
 	// EventIDKey names the unique key on event_id.
 	EventIDKey string
 	// LockTable is the quoted, qualified claim lock table.
@@ -52,8 +56,15 @@ type templateData struct {
 	// MetadataCheck names the CHECK constraint on metadata (CHECK constraint
 	// names are unique per database in MySQL).
 	MetadataCheck string
+	// PartsTable is the quoted, qualified table of partition leases.
+	PartsTable string
+	// RelaysTable is the quoted, qualified table of live relays.
+	RelaysTable string
 	// Table is the quoted, qualified outbox table.
 	Table string
+	// TableLiteral is the outbox table's unqualified name as a quoted
+	// string literal, for queries on information_schema.
+	TableLiteral string
 }
 
 // splitStatements splits a migration script into its statements, at the
@@ -141,16 +152,21 @@ const migrateLockWait = 1
 //  2. It takes the named lock GET_LOCK("omnibox_migrate_<hash of database
 //     and table>"), waiting for as long as ctx allows, so that processes
 //     that migrate at once run one after the other.
-//  3. It creates the migrations table (Table + "_migrations") when
+//  3. It checks that the tables already there use InnoDB (the claim
+//     relies on its row locks and transactions).
+//  4. It creates the migrations table (Table + "_migrations") when
 //     missing, then runs the statements of each migration not recorded
 //     there, one at a time (multiStatements is never needed), in order,
-//     and records it. Every statement is idempotent, so a migration that
-//     failed half way (a crash, a lost connection) is completed by the next
-//     Migrate.
-//  4. It checks that the tables use InnoDB (the claim relies on its row
-//     locks and transactions), then releases the lock with RELEASE_LOCK
-//     before the connection goes back to the pool; a connection whose lock
-//     could not be released is closed instead.
+//     and records it. Every statement is idempotent (a schema change that
+//     MySQL cannot make conditional, like adding columns, is one atomic
+//     ALTER TABLE run through PREPARE only when information_schema shows it
+//     missing), so a migration that failed half way (a crash, a lost
+//     connection) is completed by the next Migrate. It then restores the
+//     claim lock row and the 64 partition rows, should they have been
+//     deleted.
+//  5. It checks that all the tables exist and use InnoDB, then releases the
+//     lock with RELEASE_LOCK before the connection goes back to the pool; a
+//     connection whose lock could not be released is closed instead.
 //
 // Migrate is idempotent. The database must exist. A nil db returns
 // [omnibox.ErrNilDB].
@@ -158,11 +174,24 @@ func (s *Store) Migrate(ctx context.Context, db *sql.DB) error {
 	return s.migrator.migrate(ctx, db)
 }
 
-// restoreLockRow inserts the claim lock row should it have been deleted:
-// without it every claim fails.
-func (s *Store) restoreLockRow(ctx context.Context, conn *sql.Conn) error {
+// restoreRows inserts the claim lock row and the partition rows should they
+// have been deleted: without the lock row every claim fails, and the events
+// of a missing partition would never be claimed.
+func (s *Store) restoreRows(ctx context.Context, conn *sql.Conn) error {
 	if _, err := conn.ExecContext(ctx, "INSERT INTO "+s.lockTable+" (id) VALUES (1) ON DUPLICATE KEY UPDATE id = id"); err != nil {
 		return fmt.Errorf("restoring the claim lock row: %w", err)
+	}
+	var b strings.Builder
+	b.WriteString("INSERT INTO " + s.partsTable + " (part) VALUES ")
+	for part := range omnibox.Partitions {
+		if part > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(" + strconv.Itoa(part) + ")")
+	}
+	b.WriteString(" ON DUPLICATE KEY UPDATE part = part")
+	if _, err := conn.ExecContext(ctx, b.String()); err != nil {
+		return fmt.Errorf("restoring the partition rows: %w", err)
 	}
 	return nil
 }
@@ -240,6 +269,12 @@ func (m *migrator) migrateConn(ctx context.Context, conn *sql.Conn) error {
 	}
 	defer releaseLock(ctx, conn, lockName)
 
+	// Tables already there are checked first: the migrations would
+	// otherwise alter a table of another engine, or fail on it with a
+	// less helpful error.
+	if err := m.checkEngines(ctx, conn, database, true); err != nil {
+		return err
+	}
 	if err := migration.Apply(ctx, conn, m.tracking, m.migrations, splitStatements); err != nil {
 		return err
 	}
@@ -248,7 +283,7 @@ func (m *migrator) migrateConn(ctx context.Context, conn *sql.Conn) error {
 			return err
 		}
 	}
-	return m.checkEngines(ctx, conn, database)
+	return m.checkEngines(ctx, conn, database, false)
 }
 
 // checkServer checks the server version and the session's settings, and
@@ -406,11 +441,11 @@ func releaseLock(ctx context.Context, conn *sql.Conn, name string) {
 	}
 }
 
-// checkEngines checks that the tables exist in database and use InnoDB: a
-// table created earlier with another engine (or by a server that
-// substituted one) would leave claims and Record without row locks or
-// transactions.
-func (m *migrator) checkEngines(ctx context.Context, conn *sql.Conn, database string) error {
+// checkEngines checks that the tables exist in database (unless missingOK)
+// and use InnoDB: a table created earlier with another engine (or by a
+// server that substituted one) would leave claims and Record without row
+// locks or transactions.
+func (m *migrator) checkEngines(ctx context.Context, conn *sql.Conn, database string, missingOK bool) error {
 	args := make([]any, 0, 1+len(m.tables))
 	args = append(args, database)
 	for _, table := range m.tables {
@@ -438,6 +473,7 @@ func (m *migrator) checkEngines(ctx context.Context, conn *sql.Conn, database st
 	for _, table := range m.tables {
 		engine, ok := engines[table]
 		switch {
+		case !ok && missingOK:
 		case !ok:
 			return fmt.Errorf("table %s.%s is missing after migrating", database, table)
 		case !strings.EqualFold(engine, "InnoDB"):
