@@ -19,21 +19,28 @@
 // otherwise, [Store.Migrate] refuses a database that is not in WAL mode or
 // has no busy timeout, with an error wrapping [ErrDatabaseSettings] that
 // says what to add to the DSN. Without _txlock=immediate the relay still
-// works (its claim is one statement, which takes the write lock before it
-// reads), but the application's transactions that read before they write
-// may fail with SQLITE_BUSY; errors caused by a lock say so and name the
-// setting that avoids them.
+// works (the first statement of its claim and of its Complete writes, so
+// each takes the write lock before it reads), but the application's
+// transactions that read before they write may fail with SQLITE_BUSY;
+// errors caused by a lock say so and name the setting that avoids them.
 //
-// # Table
+// # Tables
 //
-// One table ([Config.Table], by default [DefaultTable]) holds the pending
-// events. Its seq column, INTEGER PRIMARY KEY AUTOINCREMENT, is the rowid and
-// the claim order, never reused; delivered events are deleted, so every row
-// is pending and the rowid B-tree is all a claim needs. Timestamps are
-// INTEGER microseconds since the Unix epoch (created_at in UTC,
-// claimed_until on the database's clock). The table is STRICT, and CHECK
-// constraints hold event_id, topic and event_key to the byte limits of
-// [omnibox.Event] and metadata to valid JSON.
+// One table ([Config.Table], by default [DefaultTable]) holds the events. Its
+// seq column, INTEGER PRIMARY KEY AUTOINCREMENT, is the rowid and the claim
+// order, never reused. Each event has a partition (part, from
+// [omnibox.PartitionOf]) and a state: 0 pending, 1 waiting for a retry at
+// next_attempt_at, 2 dead (dead_at), 3 delivered (delivered_at; kept only
+// with [Config.Retention], deleted at once otherwise). Partial indexes
+// serve the claim: (part, seq) over pending and waiting events, (part,
+// event_key, seq) over waiting and dead ones, and delivered_at over
+// delivered ones, for [Store.Purge]. Table + "_parts" holds the lease of
+// each of the 64 partitions (claimed_by, claimed_until), Table + "_relays"
+// the relays seen within their lease. Timestamps are INTEGER microseconds
+// since the Unix epoch (created_at in UTC, the others on the database's
+// clock, which SQLite reads to the millisecond). The tables are STRICT, and
+// CHECK constraints hold event_id, topic and event_key to the byte limits
+// of [omnibox.Event] and metadata to valid JSON.
 //
 // # Migrations
 //
@@ -42,23 +49,33 @@
 // several processes at once. To use a migration tool instead, take the same
 // SQL from [Store.MigrationFS] (golang-migrate file layout) or
 // [Store.Migrations]. Configured names are validated and quoted before they
-// reach any SQL.
+// reach any SQL. Version 2 adds the partitions, retries and retention:
+// events pending when it runs go to partition 0, in their order, their
+// leases dropped; stop the relays of the old version before it runs.
 //
 // # Claiming
 //
-// [Store.Claim] is one statement: it reads the first Limit rows in seq order
-// through the primary key, keeps those before the first row under another
-// owner's live lease, and leases them. SQLite runs it under its single write
-// lock, so claims are serialized without an advisory lock: a concurrent
-// claim waits for the lock, then finds the head leased and returns nothing.
-// A live lease at the head thus blocks every other relay, which keeps events
-// in order with several relays and after a crash, and the claim reads about
-// Limit rows whatever the size of the backlog.
+// [Store.Claim] follows the contract of [omnibox.RelayStore]. SQLite's single
+// write lock serializes claims: the claim's first statement records the
+// relay as live, a write, so the claim holds the write lock before it reads
+// anything (from the start of the transaction with _txlock=immediate, from
+// that statement without it), and a concurrent claim waits for it and then
+// sees its leases. It counts the live relays, picks the free partitions
+// whose oldest claimable event is oldest (one probe of the pending index per
+// partition), takes up to an equal share of the limit from each, oldest
+// first (SQLite has no LATERAL join: a recursive CTE walks the partitions'
+// events in seq order, one probe of the pending index per event, and stops
+// at the limit), marks the events and leases the partitions that gave some.
+// It reads about Limit rows of the pending index, plus a probe per free
+// partition, whatever the size of the backlog. [Store.Complete] records the outcome and frees the partitions.
+// Failed events wait for their retry, then dead events for an operator:
+// [Store.ListDead], [Store.Requeue] and [Store.Discard].
 //
 // # Limits
 //
 // SQLite has one writer at a time. Several relays on one database file are
-// correct but gain nothing: they take turns. All processes must run on one
-// host, with the file on a local file system (WAL needs shared memory;
-// network file systems are not supported).
+// correct (they share the partitions) but gain little: their claims and
+// completions take turns, and only publishing runs in parallel. All
+// processes must run on one host, with the file on a local file system (WAL
+// needs shared memory; network file systems are not supported).
 package sqlite

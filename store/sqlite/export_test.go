@@ -12,14 +12,20 @@ func (s *Store) QuotedTable() string { return s.table }
 // ClaimSQL returns the store's claim statement.
 func (s *Store) ClaimSQL() string { return s.claimSQL }
 
-// DeliverSQL returns the store's MarkDelivered statement.
+// DeliverSQL returns the statement of Complete for delivered events.
 func (s *Store) DeliverSQL() string { return s.deliverSQL }
 
-// ReleaseSQL returns the store's Release statement.
+// ReleaseSQL returns the statement of Complete for released events.
 func (s *Store) ReleaseSQL() string { return s.releaseSQL }
+
+// OpenParams are the DSN parameters of Open.
+var OpenParams = openParams
 
 // FileURI is fileURI.
 func FileURI(abs string) string { return fileURI(abs) }
 
 // PurgeSQL returns the inbox store's Purge statement.
 func (s *InboxStore) PurgeSQL() string { return s.purgeSQL }
+
+// OutboxPurgeSQL returns the store's Purge statement.
+func (s *Store) OutboxPurgeSQL() string { return s.purgeSQL }

@@ -39,8 +39,20 @@ var migrationFiles embed.FS
 // templateData are the names a migration template may use, each already
 // validated and quoted.
 type templateData struct {
+	// DeliveredIndex names the index of delivered events, for purging.
+	DeliveredIndex string
 	// EventIDKey names the unique index on event_id.
 	EventIDKey string
+	// FailedIndex names the index of waiting and dead events, which block
+	// the later events of their key.
+	FailedIndex string
+	// PartsTable is the quoted partition table.
+	PartsTable string
+	// PendingIndex names the index of pending and waiting events, in seq
+	// order within each partition.
+	PendingIndex string
+	// RelaysTable is the quoted table of live relays.
+	RelaysTable string
 	// Table is the quoted outbox table.
 	Table string
 }

@@ -178,7 +178,7 @@ func TestWithoutOpenSettings(t *testing.T) {
 		require.NoError(t, err)
 		defer func() { _ = holder.Rollback() }()
 
-		_, err = b.store.MarkDelivered(ctx, raw, omnibox.MarkDeliveredParams{Owner: "a/1", Seqs: seqsOf(got)})
+		_, err = b.store.Complete(ctx, raw, omnibox.CompleteParams{Delivered: seqsOf(got), Owner: "a/1"})
 		require.ErrorContains(t, err, "SQLITE_BUSY")
 		require.ErrorContains(t, err, "busy_timeout")
 		tx, err := raw.BeginTx(ctx, nil)
@@ -188,9 +188,9 @@ func TestWithoutOpenSettings(t *testing.T) {
 		require.NoError(t, tx.Rollback())
 
 		require.NoError(t, holder.Rollback())
-		n, err := b.store.MarkDelivered(ctx, raw, omnibox.MarkDeliveredParams{Owner: "a/1", Seqs: seqsOf(got)})
+		res, err := b.store.Complete(ctx, raw, omnibox.CompleteParams{Delivered: seqsOf(got), Owner: "a/1"})
 		require.NoError(t, err)
-		require.Equal(t, 1, n)
+		require.Equal(t, 1, res.Delivered)
 	})
 
 	// A deferred transaction that reads and then writes fails, without

@@ -3,8 +3,10 @@ package sqlite_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +23,19 @@ import (
 // opened by open.
 func harness(open func(t *testing.T) *sql.DB) storetest.Harness {
 	return storetest.Harness{
+		BackdateDelivered: func(t *testing.T, db *sql.DB, table string, seq int64, age time.Duration) bool {
+			t.Helper()
+			s, err := sqlite.New(&sqlite.Config{Table: table})
+			require.NoError(t, err)
+			// On the database's clock, as the store measures it.
+			res, err := db.ExecContext(t.Context(), "UPDATE "+s.QuotedTable()+
+				" SET delivered_at = CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000 - ?"+
+				" WHERE seq = ? AND state = 3", age.Microseconds(), seq)
+			require.NoError(t, err)
+			n, err := res.RowsAffected()
+			require.NoError(t, err)
+			return n == 1
+		},
 		LastError: func(t *testing.T, db *sql.DB, table string, seq int64) string {
 			t.Helper()
 			s, err := sqlite.New(&sqlite.Config{Table: table})
@@ -38,6 +53,14 @@ func harness(open func(t *testing.T) *sql.DB) storetest.Harness {
 			}
 			return s, nil
 		},
+		NewStoreWithRetention: func(t *testing.T, db *sql.DB, table string, retention time.Duration) (storetest.Store, error) {
+			t.Helper()
+			s, err := sqlite.New(&sqlite.Config{Retention: retention, Table: table})
+			if err != nil {
+				return nil, err
+			}
+			return s, nil
+		},
 	}
 }
 
@@ -47,23 +70,35 @@ func TestConformance(t *testing.T) {
 	// transaction that wrote to end.
 	features := storetest.Features{NoClaimWhileWriting: true}
 
+	// sqlite.Open's settings, with a longer busy timeout: the suite's
+	// concurrent case runs 8 relays that write back to back, and SQLite's
+	// busy handler, which is not fair, can keep one of them waiting for
+	// longer than 10s on a loaded machine (see sqlite.Open).
 	t.Run("Open", func(t *testing.T) {
 		t.Parallel()
 		storetest.Run(t, harness(func(t *testing.T) *sql.DB {
-			db, _ := dbtest.SQLite(t)
-			return db
+			return openRaw(t, filepath.Join(t.TempDir(), "outbox.db"), patientOpenParams(t))
 		}), features)
 	})
 
 	// Without _txlock=immediate, BeginTx starts deferred transactions. The
-	// claim does not depend on it: it is one statement, which takes the
-	// write lock before it reads.
+	// claim does not depend on it: its first statement writes, so it takes
+	// the write lock before the claim reads.
 	t.Run("DeferredTransactions", func(t *testing.T) {
 		t.Parallel()
 		storetest.Run(t, harness(func(t *testing.T) *sql.DB {
-			return openRaw(t, filepath.Join(t.TempDir(), "deferred.db"), "_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)")
+			return openRaw(t, filepath.Join(t.TempDir(), "deferred.db"), "_pragma=busy_timeout(60000)&_pragma=journal_mode(WAL)")
 		}), features)
 	})
+}
+
+// patientOpenParams returns the DSN parameters of sqlite.Open with a busy
+// timeout of 60s instead of 10s.
+func patientOpenParams(t *testing.T) string {
+	t.Helper()
+	params := strings.Replace(sqlite.OpenParams, "_pragma=busy_timeout(10000)", "_pragma=busy_timeout(60000)", 1)
+	require.NotEqual(t, sqlite.OpenParams, params, "sqlite.Open's busy timeout is not 10s any more")
+	return params
 }
 
 // openRaw opens path with sql.Open and the DSN parameters params, not with
@@ -135,6 +170,16 @@ func TestConfig(t *testing.T) {
 		}
 		require.NoError(t, (&sqlite.Config{Table: "sqlitex"}).Validate())
 	})
+
+	t.Run("NegativeRetention", func(t *testing.T) {
+		t.Parallel()
+		config := &sqlite.Config{Retention: -time.Second}
+		require.ErrorContains(t, config.Validate(), "Config.Retention")
+		s, err := sqlite.New(config)
+		require.ErrorContains(t, err, "Config.Retention")
+		require.Nil(t, s)
+		require.NoError(t, (&sqlite.Config{Retention: time.Hour}).Validate())
+	})
 }
 
 func TestMigrations(t *testing.T) {
@@ -145,7 +190,7 @@ func TestMigrations(t *testing.T) {
 		s, err := sqlite.New(&sqlite.Config{Table: "events"})
 		require.NoError(t, err)
 		migrations := s.Migrations()
-		require.Len(t, migrations, 1)
+		require.Len(t, migrations, 2)
 		m := migrations[0]
 		require.Equal(t, 1, m.Version)
 		require.Equal(t, "create_outbox", m.Name)
@@ -156,6 +201,19 @@ func TestMigrations(t *testing.T) {
 		require.NotContains(t, m.Up, "{{")
 		require.NotContains(t, m.Up, "omnibox_outbox")
 		require.Equal(t, "DROP TABLE IF EXISTS \"events\";\n", m.Down)
+
+		m2 := migrations[1]
+		require.Equal(t, 2, m2.Version)
+		require.Equal(t, "partitions_retries", m2.Name)
+		require.Contains(t, m2.Up, `ALTER TABLE "events" ADD COLUMN part INTEGER NOT NULL DEFAULT 0`)
+		require.Contains(t, m2.Up, `CREATE INDEX "events_pending_idx" ON "events" (part, seq) WHERE state IN (0, 1);`)
+		require.Contains(t, m2.Up, `CREATE TABLE "events_parts" (`)
+		require.Contains(t, m2.Up, `CREATE TABLE "events_relays" (`)
+		require.Contains(t, m2.Down, `DROP TABLE IF EXISTS "events_parts";`)
+		for _, m := range migrations {
+			require.NotContains(t, m.Up+m.Down, "{{")
+			require.NotContains(t, m.Up+m.Down, "omnibox_outbox")
+		}
 
 		// A copy: the caller cannot change the store's migrations.
 		migrations[0].Up = "DROP TABLE x"
@@ -169,13 +227,19 @@ func TestMigrations(t *testing.T) {
 		fsys := s.MigrationFS()
 		names, err := fs.Glob(fsys, "*")
 		require.NoError(t, err)
-		require.Equal(t, []string{"0001_create_outbox.down.sql", "0001_create_outbox.up.sql"}, names)
-		up, err := fs.ReadFile(fsys, "0001_create_outbox.up.sql")
-		require.NoError(t, err)
-		require.Equal(t, s.Migrations()[0].Up, string(up))
-		down, err := fs.ReadFile(fsys, "0001_create_outbox.down.sql")
-		require.NoError(t, err)
-		require.Equal(t, s.Migrations()[0].Down, string(down))
+		require.Equal(t, []string{
+			"0001_create_outbox.down.sql", "0001_create_outbox.up.sql",
+			"0002_partitions_retries.down.sql", "0002_partitions_retries.up.sql",
+		}, names)
+		for _, m := range s.Migrations() {
+			base := fmt.Sprintf("%04d_%s", m.Version, m.Name)
+			up, err := fs.ReadFile(fsys, base+".up.sql")
+			require.NoError(t, err)
+			require.Equal(t, m.Up, string(up))
+			down, err := fs.ReadFile(fsys, base+".down.sql")
+			require.NoError(t, err)
+			require.Equal(t, m.Down, string(down))
+		}
 	})
 
 	// What a migration tool does: execute each file as it is.
@@ -184,19 +248,29 @@ func TestMigrations(t *testing.T) {
 		db, _ := dbtest.SQLite(t)
 		s, err := sqlite.New(&sqlite.Config{Table: "by_tool"})
 		require.NoError(t, err)
-		up, err := fs.ReadFile(s.MigrationFS(), "0001_create_outbox.up.sql")
+		ups, err := fs.Glob(s.MigrationFS(), "*.up.sql")
 		require.NoError(t, err)
-		_, err = db.ExecContext(t.Context(), string(up))
-		require.NoError(t, err)
+		for _, name := range ups {
+			up, err := fs.ReadFile(s.MigrationFS(), name)
+			require.NoError(t, err)
+			_, err = db.ExecContext(t.Context(), string(up))
+			require.NoError(t, err, name)
+		}
 		insert(t, db, s, newEvents(2)...)
 		require.Len(t, claim(t, db, s, omnibox.ClaimParams{Lease: time.Minute, Limit: 10, Owner: "a/1"}), 2)
 
-		down, err := fs.ReadFile(s.MigrationFS(), "0001_create_outbox.down.sql")
+		downs, err := fs.Glob(s.MigrationFS(), "*.down.sql")
 		require.NoError(t, err)
-		_, err = db.ExecContext(t.Context(), string(down))
-		require.NoError(t, err)
+		slices.Reverse(downs)
+		for _, name := range downs {
+			down, err := fs.ReadFile(s.MigrationFS(), name)
+			require.NoError(t, err)
+			_, err = db.ExecContext(t.Context(), string(down))
+			require.NoError(t, err, name)
+		}
 		_, err = s.Pending(t.Context(), db)
 		require.ErrorContains(t, err, "no such table")
+		requireNoSchema(t, db, "by_tool_migrations")
 	})
 
 	t.Run("MigrateNilDB", func(t *testing.T) {
@@ -219,23 +293,72 @@ func TestMigrations(t *testing.T) {
 		)
 		require.NoError(t, b.db.QueryRowContext(t.Context(),
 			`SELECT max(version), max(name), max(applied_at), count(*) FROM "omnibox_outbox_migrations"`).Scan(&version, &name, &appliedAt, &count))
-		require.Equal(t, 1, version)
-		require.Equal(t, "create_outbox", name)
-		require.Equal(t, 1, count)
+		require.Equal(t, 2, version)
+		require.Equal(t, "partitions_retries", name)
+		require.Equal(t, 2, count)
 		_, err := time.Parse(time.RFC3339Nano, appliedAt)
 		require.NoError(t, err, "applied_at %q", appliedAt)
 	})
 
-	t.Run("TheDownMigrationDropsTheTable", func(t *testing.T) {
+	t.Run("TheDownMigrationsDropEverything", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		_, err := b.db.ExecContext(t.Context(), b.store.Migrations()[0].Down)
-		require.NoError(t, err)
-		_, err = b.store.Pending(t.Context(), b.db)
+		migrations := b.store.Migrations()
+		slices.Reverse(migrations)
+		for _, m := range migrations {
+			_, err := b.db.ExecContext(t.Context(), m.Down)
+			require.NoError(t, err, "down %d", m.Version)
+		}
+		_, err := b.store.Pending(t.Context(), b.db)
 		require.ErrorContains(t, err, "no such table")
-		var indexes int
-		require.NoError(t, b.db.QueryRowContext(t.Context(), "SELECT count(*) FROM sqlite_schema WHERE type = 'index'").Scan(&indexes))
-		require.Zero(t, indexes)
+		requireNoSchema(t, b.db, "omnibox_outbox_migrations")
+	})
+
+	// Events pending in a table of version 1 are kept by the upgrade (in
+	// partition 0, in order, their lease dropped), and the downgrade keeps
+	// the undelivered ones.
+	t.Run("UpgradeAndDowngradeKeepEvents", func(t *testing.T) {
+		t.Parallel()
+		db, _ := dbtest.SQLite(t)
+		ctx := t.Context()
+		s, err := sqlite.New(&sqlite.Config{Retention: time.Hour})
+		require.NoError(t, err)
+		v1 := s.Migrations()[0]
+		_, err = db.ExecContext(ctx, v1.Up)
+		require.NoError(t, err)
+		for i, id := range []string{"old-1", "old-2", "old-3"} {
+			_, err = db.ExecContext(ctx, `INSERT INTO "omnibox_outbox" (event_id, topic, event_key, payload, created_at, attempts, claimed_by, claimed_until)
+				VALUES (?, 't', ?, x'', 0, ?, 'gone/1', 9000000000000000)`, id, fmt.Sprint("key-", i%2), i)
+			require.NoError(t, err)
+		}
+		// The tracking table, as Migrate would have left it after version 1.
+		_, err = db.ExecContext(ctx, `CREATE TABLE "omnibox_outbox_migrations" (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT '') STRICT;
+			INSERT INTO "omnibox_outbox_migrations" (version, name) VALUES (1, 'create_outbox')`)
+		require.NoError(t, err)
+		require.NoError(t, s.Migrate(ctx, db))
+
+		requirePending(t, db, s, 3)
+		got := claim(t, db, s, omnibox.ClaimParams{Lease: time.Minute, Limit: 10, Owner: "a/1"})
+		require.Equal(t, []string{"old-1", "old-2", "old-3"}, claimedIDs(got))
+		require.Equal(t, []int{0, 1, 2}, []int{got[0].Attempts, got[1].Attempts, got[2].Attempts})
+		var elsewhere int
+		require.NoError(t, db.QueryRowContext(ctx, `SELECT count(*) FROM "omnibox_outbox" WHERE part <> 0`).Scan(&elsewhere))
+		require.Zero(t, elsewhere, "events written before the upgrade are in partition 0")
+		storetest.Complete(t, db, s, omnibox.CompleteParams{Delivered: []int64{got[0].Seq}, Owner: "a/1", Released: []int64{got[1].Seq, got[2].Seq}})
+
+		_, err = db.ExecContext(ctx, s.Migrations()[1].Down)
+		require.NoError(t, err)
+		var ids []string
+		rows, err := db.QueryContext(ctx, `SELECT event_id FROM "omnibox_outbox" WHERE claimed_until IS NULL ORDER BY seq`)
+		require.NoError(t, err)
+		for rows.Next() {
+			var id string
+			require.NoError(t, rows.Scan(&id))
+			ids = append(ids, id)
+		}
+		require.NoError(t, rows.Err())
+		require.NoError(t, rows.Close())
+		require.Equal(t, []string{"old-2", "old-3"}, ids, "the delivered event is dropped, the others kept")
 	})
 
 	t.Run("KeywordsAsNames", func(t *testing.T) {
@@ -248,10 +371,20 @@ func TestMigrations(t *testing.T) {
 			insert(t, db, s, newEvents(1)...)
 			got := claim(t, db, s, omnibox.ClaimParams{Lease: time.Minute, Limit: 10, Owner: "a/1"})
 			require.Len(t, got, 1)
-			require.NoError(t, s.Release(t.Context(), db, omnibox.ReleaseParams{Owner: "a/1", Seqs: []int64{got[0].Seq}, Error: "x"}))
-			n, err := s.MarkDelivered(t.Context(), db, omnibox.MarkDeliveredParams{Owner: "a/1", Seqs: []int64{got[0].Seq}})
+			storetest.Complete(t, db, s, omnibox.CompleteParams{Owner: "a/1", Released: []int64{got[0].Seq}, ReleaseError: "x"})
+			res := storetest.Complete(t, db, s, omnibox.CompleteParams{Owner: "a/1", Delivered: []int64{got[0].Seq}})
+			require.Zero(t, res.Delivered)
+			got = claim(t, db, s, omnibox.ClaimParams{Lease: time.Minute, Limit: 10, Owner: "a/2"})
+			require.Len(t, got, 1)
+			storetest.Complete(t, db, s, omnibox.CompleteParams{Owner: "a/2", Dead: []omnibox.FailedEvent{{Seq: got[0].Seq, Error: "x"}}})
+			dead, err := s.ListDead(t.Context(), db, omnibox.ListDeadParams{})
 			require.NoError(t, err)
-			require.Zero(t, n)
+			require.Len(t, dead, 1)
+			n, err := s.Requeue(t.Context(), db, []int64{dead[0].Seq})
+			require.NoError(t, err)
+			require.Equal(t, 1, n)
+			_, err = s.Purge(t.Context(), db, 10)
+			require.NoError(t, err)
 		}
 	})
 
@@ -344,9 +477,8 @@ func TestInsert(t *testing.T) {
 		insert(t, b.db, b.store, newEvents(3)...)
 		got := claim(t, b.db, b.store, omnibox.ClaimParams{Lease: time.Minute, Limit: 10, Owner: "a/1"})
 		require.Len(t, got, 3)
-		n, err := b.store.MarkDelivered(t.Context(), b.db, omnibox.MarkDeliveredParams{Owner: "a/1", Seqs: seqsOf(got)})
-		require.NoError(t, err)
-		require.Equal(t, 3, n)
+		res := storetest.Complete(t, b.db, b.store, omnibox.CompleteParams{Owner: "a/1", Delivered: seqsOf(got)})
+		require.Equal(t, 3, res.Delivered)
 
 		insert(t, b.db, b.store, omnibox.Event{CreatedAt: time.Now().UTC(), ID: "after", Payload: []byte{}, Topic: "t"})
 		again := claim(t, b.db, b.store, omnibox.ClaimParams{Lease: time.Minute, Limit: 10, Owner: "a/2"})
@@ -374,17 +506,21 @@ func TestClaim(t *testing.T) {
 	})
 
 	// While one claim's transaction is open, a concurrent claim waits for
-	// it, then finds the head leased and returns nothing.
-	t.Run("ConcurrentClaimWaitsThenFindsHeadLeased", func(t *testing.T) {
+	// it, then finds the partition leased and returns nothing.
+	t.Run("ConcurrentClaimWaitsThenFindsPartitionLeased", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		ctx := t.Context()
-		insert(t, b.db, b.store, newEvents(3)...)
+		events := newEvents(3)
+		for i := range events {
+			events[i].Key = "one-key"
+		}
+		insert(t, b.db, b.store, events...)
 
 		tx1, err := b.db.BeginTx(ctx, nil)
 		require.NoError(t, err)
 		defer func() { _ = tx1.Rollback() }()
-		res, err := b.store.Claim(ctx, tx1, omnibox.ClaimParams{Lease: time.Minute, Limit: 1, Owner: "a/1"})
+		res, err := b.store.Claim(ctx, tx1, omnibox.ClaimParams{Lease: time.Minute, Limit: 1, Owner: "a/1", Relay: "a"})
 		require.NoError(t, err)
 		require.Len(t, res.Events, 1)
 
@@ -394,13 +530,63 @@ func TestClaim(t *testing.T) {
 		}
 		done := make(chan result, 1)
 		go func() {
-			events, err := tryClaim(ctx, b.db, b.store, omnibox.ClaimParams{Lease: time.Minute, Limit: 10, Owner: "b/1"})
+			events, err := tryClaim(ctx, b.db, b.store, omnibox.ClaimParams{Lease: time.Minute, Limit: 10, Owner: "b/1", Relay: "b"})
 			done <- result{events, err}
 		}()
 		require.NoError(t, tx1.Commit())
 		r := <-done
 		require.NoError(t, r.err)
 		require.Empty(t, r.events, "the second claim must see the first one's lease")
+	})
+
+	// Given the pool rather than a transaction, Claim runs in a transaction
+	// of its own: its statements cannot interleave with another claim's.
+	t.Run("OnTheDatabase", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		ctx := t.Context()
+		events := newEvents(3)
+		for i := range events {
+			events[i].Key = "one-key"
+		}
+		insert(t, b.db, b.store, events...)
+		res, err := b.store.Claim(ctx, b.db, omnibox.ClaimParams{Lease: time.Minute, Limit: 1, Owner: "a/1"})
+		require.NoError(t, err)
+		require.Equal(t, []string{events[0].ID}, claimedIDs(res.Events))
+		res, err = b.store.Claim(ctx, b.db, omnibox.ClaimParams{Lease: time.Minute, Limit: 10, Owner: "b/1"})
+		require.NoError(t, err)
+		require.Empty(t, res.Events, "the partition is leased to a/1")
+	})
+
+	// Events of many keys, one claim of all of them: every partition that
+	// gave events is leased to the owner, the others stay free.
+	t.Run("LeasesThePartitionsThatGaveEvents", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		ctx := t.Context()
+		events := newEvents(20)
+		for i := range events {
+			events[i].Key = storetest.KeyInPartition("k", i%5)
+		}
+		insert(t, b.db, b.store, events...)
+		got := claim(t, b.db, b.store, omnibox.ClaimParams{Lease: time.Minute, Limit: 100, Owner: "a/1"})
+		require.Len(t, got, 20)
+		var leased []int
+		rows, err := b.db.QueryContext(ctx, `SELECT part FROM "omnibox_outbox_parts" WHERE claimed_by = 'a/1' ORDER BY part`)
+		require.NoError(t, err)
+		for rows.Next() {
+			var part int
+			require.NoError(t, rows.Scan(&part))
+			leased = append(leased, part)
+		}
+		require.NoError(t, rows.Err())
+		require.NoError(t, rows.Close())
+		require.Equal(t, []int{0, 1, 2, 3, 4}, leased)
+		storetest.Complete(t, b.db, b.store, omnibox.CompleteParams{Delivered: seqsOf(got), Owner: "a/1"})
+		var n int
+		require.NoError(t, b.db.QueryRowContext(ctx, `SELECT count(*) FROM "omnibox_outbox_parts" WHERE claimed_by IS NOT NULL OR claimed_until IS NOT NULL`).Scan(&n))
+		require.Zero(t, n, "Complete frees the partitions")
+		requirePending(t, b.db, b.store, 0)
 	})
 
 	// The lease is kept to the microsecond: the database's clock has
@@ -414,7 +600,8 @@ func TestClaim(t *testing.T) {
 		got := claim(t, b.db, b.store, omnibox.ClaimParams{Lease: lease, Limit: 1, Owner: "a/1"})
 		require.Len(t, got, 1)
 		var until int64
-		require.NoError(t, b.db.QueryRowContext(t.Context(), `SELECT claimed_until FROM "omnibox_outbox" WHERE seq = ?`, got[0].Seq).Scan(&until))
+		require.NoError(t, b.db.QueryRowContext(t.Context(), `SELECT claimed_until FROM "omnibox_outbox_parts" WHERE part = ?`,
+			omnibox.PartitionOf(&got[0].Event)).Scan(&until))
 		require.EqualValues(t, 123, until%1000)
 	})
 }
@@ -452,6 +639,38 @@ func insert(t *testing.T, db *sql.DB, s *sqlite.Store, events ...omnibox.Event) 
 func newEvents(n int) []omnibox.Event { return storetest.NumberedEvents(0, n) }
 
 var ids = storetest.EventIDs
+
+func claimedIDs(events []omnibox.ClaimedEvent) []string {
+	out := make([]string, len(events))
+	for i, ev := range events {
+		out[i] = ev.ID
+	}
+	return out
+}
+
+func requirePending(t *testing.T, db *sql.DB, s *sqlite.Store, want int64) {
+	t.Helper()
+	n, err := s.Pending(t.Context(), db)
+	require.NoError(t, err)
+	require.Equal(t, want, n, "pending events")
+}
+
+// requireNoSchema requires db to hold no table, index or trigger but the
+// migrations table named keep.
+func requireNoSchema(t *testing.T, db *sql.DB, keep string) {
+	t.Helper()
+	var left []string
+	rows, err := db.QueryContext(t.Context(), "SELECT name FROM sqlite_schema WHERE name NOT IN (?, 'sqlite_sequence') ORDER BY name", keep)
+	require.NoError(t, err)
+	for rows.Next() {
+		var name string
+		require.NoError(t, rows.Scan(&name))
+		left = append(left, name)
+	}
+	require.NoError(t, rows.Err())
+	require.NoError(t, rows.Close())
+	require.Empty(t, left, "left after the down migrations")
+}
 
 func seqsOf(events []omnibox.ClaimedEvent) []int64 {
 	out := make([]int64, len(events))

@@ -1,0 +1,12 @@
+DROP TABLE IF EXISTS {{.RelaysTable}};
+DROP TABLE IF EXISTS {{.PartsTable}};
+DROP INDEX IF EXISTS {{.DeliveredIndex}};
+DROP INDEX IF EXISTS {{.FailedIndex}};
+DROP INDEX IF EXISTS {{.PendingIndex}};
+DELETE FROM {{.Table}} WHERE state = 3;
+ALTER TABLE {{.Table}} ADD COLUMN claimed_until INTEGER;
+ALTER TABLE {{.Table}} DROP COLUMN delivered_at;
+ALTER TABLE {{.Table}} DROP COLUMN dead_at;
+ALTER TABLE {{.Table}} DROP COLUMN next_attempt_at;
+ALTER TABLE {{.Table}} DROP COLUMN state;
+ALTER TABLE {{.Table}} DROP COLUMN part;
