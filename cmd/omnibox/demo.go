@@ -111,10 +111,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("demo: Kafka publisher: %w", err)
 	}
 	defer pub.Close()
-	relay, err := omnibox.NewRelay(db, store, pub, &omnibox.RelayConfig{Logger: logger, PollInterval: 50 * time.Millisecond})
+	relay, err := omnibox.NewRelay(db, store, pub, &omnibox.RelayConfig{Logger: logger})
 	if err != nil {
 		return err
 	}
+	// The relay runs in the writing process: wake it when InTx commits events.
+	outbox.WakeOnCommit(relay)
 
 	stats := &demoStats{commitTimes: map[string]time.Time{}, rolledIDs: map[string]bool{}, seen: map[string]bool{}}
 
@@ -173,7 +175,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	writeCtx, stopWriting := context.WithTimeout(ctx, cfg.duration)
 	defer stopWriting()
 	writerDone := make(chan error, 1)
-	go func() { writerDone <- writeUsers(writeCtx, ddb, outbox, relay, cfg, topic, stats) }()
+	go func() { writerDone <- writeUsers(writeCtx, ddb, outbox, cfg, topic, stats) }()
 
 	progress := time.NewTicker(time.Second)
 	defer progress.Stop()
@@ -222,7 +224,7 @@ wait:
 
 // writeUsers inserts a user and its UserCreated event in one transaction at
 // cfg.rate per second until ctx ends, rolling some back on purpose.
-func writeUsers(ctx context.Context, ddb *demoDB, outbox *omnibox.Outbox, relay *omnibox.Relay, cfg *demoConfig, topic string, stats *demoStats) error {
+func writeUsers(ctx context.Context, ddb *demoDB, outbox *omnibox.Outbox, cfg *demoConfig, topic string, stats *demoStats) error {
 	tick := time.NewTicker(time.Second / time.Duration(cfg.rate))
 	defer tick.Stop()
 	db, insertUser := ddb.db, ddb.insertUser
@@ -277,7 +279,6 @@ func writeUsers(ctx context.Context, ddb *demoDB, outbox *omnibox.Outbox, relay 
 			stats.commitTimes[eventID] = now
 			stats.mu.Unlock()
 			stats.committed.Add(1)
-			relay.Notify()
 		}
 	}
 }

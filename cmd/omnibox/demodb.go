@@ -133,7 +133,7 @@ func openDemoMySQL(ctx context.Context, dsn string) (*demoDB, error) {
 		return nil, errors.Join(fmt.Errorf("demo: cannot reach MySQL at %s: %w", dsn, err), db.Close())
 	}
 	// Drop only the demo's own tables.
-	for _, table := range []string{demoUsersTable, demoOutboxTable, demoOutboxTable + "_migrations", demoOutboxTable + "_lock"} {
+	for _, table := range []string{demoUsersTable, demoOutboxTable, demoOutboxTable + "_migrations", demoOutboxTable + "_lock", demoOutboxTable + "_parts", demoOutboxTable + "_relays"} {
 		if _, err := db.ExecContext(ctx, "DROP TABLE IF EXISTS "+table); err != nil {
 			return nil, errors.Join(fmt.Errorf("demo: dropping %s: %w", table, err), db.Close())
 		}

@@ -4,8 +4,11 @@
 //
 //	omnibox demo [flags]   run the demo: a service writing users and UserCreated
 //	                       events, a relay, an in-process Kafka broker and a consumer
+//	omnibox bench [flags]  run the benchmark program (docs/benchmarks.md)
+//	omnibox dead [flags] list|requeue|discard [SEQ...]
+//	                       list, requeue or discard dead events
 //
-// Run "omnibox demo -h" for the demo's flags.
+// Run "omnibox <command> -h" for a command's flags.
 package main
 
 import (
@@ -37,6 +40,8 @@ commands:
           them to an in-process Kafka broker, consume them, print a summary
   bench   measure the relay's drain throughput, the writer's cost and the raw
           database and broker ceilings (run "omnibox bench -h" for flags)
+  dead    list, requeue or discard dead events of an outbox table
+          (run "omnibox dead -h" for flags)
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -49,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
+	case "dead":
+		return runDead(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
