@@ -16,11 +16,11 @@
 //
 // # Writing events
 //
-// Create a dialect store (store/postgres) and an [Outbox], then write events
-// inside your transaction with [Outbox.WriteTx], [Outbox.WriteMessagesTx]
-// (Watermill messages as they are) or the Watermill publisher returned by
-// [Outbox.Publisher]. [Outbox.InTx] is a unit-of-work helper for code that
-// has none.
+// Create a dialect store (store/postgres, store/mysql or store/sqlite) and an
+// [Outbox], then write events inside your transaction with [Outbox.WriteTx],
+// [Outbox.WriteMessagesTx] (Watermill messages as they are) or the Watermill
+// publisher returned by [Outbox.Publisher]. [Outbox.InTx] is a unit-of-work
+// helper for code that has none.
 //
 // # Relaying events
 //
@@ -29,11 +29,40 @@
 // [Relay.Run] as a goroutine or in a sidecar process; [Relay.Drain] relays
 // what is pending and returns, for tests and jobs.
 //
+// Several relays, goroutines or processes, can run on one outbox and work in
+// parallel: events are spread over [Partitions] partitions by the hash of
+// their key ([PartitionOf]), and each claim leases whole partitions for one
+// batch, so the events of a key are published by one relay at a time, in
+// order, while different partitions are published at once. Give each relay
+// a unique, stable [RelayConfig.ID]: a restarted relay then takes its
+// predecessor's partitions over at once instead of after [RelayConfig.Lease].
+//
+// After a batch a relay claims again at once; when it finds nothing it waits
+// [RelayConfig.PollInterval] or until woken. [Outbox.WakeOnCommit] wakes a
+// relay of the writing process when [Outbox.InTx] commits a transaction that
+// wrote events ([Outbox.Committed] does it after a commit of your own);
+// store/postgres's Notifier and Listener wake relays in other processes.
+//
+// # Failures
+//
+// An event the publisher refuses is retried after a backoff
+// ([RelayConfig.RetryMinDelay]), and the later events of its key wait behind
+// it; other keys flow. After [RelayConfig.MaxAttempts] failures it is dead:
+// kept in the table, and by default ([DeadBlocksKey]) still holding its key
+// back, until an operator requeues or discards it ([DeadLetterStore], or the
+// command "omnibox dead"). A batch of which nothing could be published, on
+// several keys, is taken for a broker outage: it charges its events no
+// attempt, and such batches in a row open a circuit breaker that pauses the
+// relay ([RelayConfig.BreakerThreshold]). Delivered events are
+// deleted, or kept for a store's retention period and purged by the relay
+// ([Purger]).
+//
 // # Guarantees
 //
 // Every committed event is published at least once; events of a rolled-back
 // transaction never are. Events with the same key are published in the order
-// they were committed. A relay that dies mid-batch causes that batch to be
-// published again after its lease expires. docs/guarantees.md spells out the
+// they were committed, with any number of relays. A relay that dies mid-batch
+// causes that batch to be published again after its lease expires (at once
+// when it restarts with the same ID). docs/guarantees.md spells out the
 // details.
 package omnibox

@@ -52,6 +52,8 @@ type MiddlewareConfig struct {
 	// of being returned to the router to publish. A relay publishes them
 	// once the transaction commits, so the handler's database changes, its
 	// inbox record and the events it emits commit or roll back together.
+	// After such a commit the middleware calls [omnibox.Outbox.Committed], so
+	// relays registered with WakeOnCommit publish at once.
 	// The outbox's table must be in DB. Optional: without it, returned
 	// messages go back to the router, which publishes them after the commit
 	// (and if that publish fails, the redelivered message is a duplicate and
@@ -266,15 +268,20 @@ func (m *Middleware) handle(h message.HandlerFunc, msg *message.Message) (_ []*m
 		// get a failed attempt's output published.
 		return nil, m.fail(ctx, consumer, id, err)
 	}
+	wroteOutbox := false
 	if m.config.Outbox != nil && len(produced) > 0 {
 		if err := m.writeOutbox(ctx, tx, msg, produced); err != nil {
 			return nil, m.fail(ctx, consumer, id, err)
 		}
-		produced = nil
+		produced, wroteOutbox = nil, true
 	}
 	committed = true
 	if err := tx.Commit(); err != nil {
 		return nil, m.fail(ctx, consumer, id, fmt.Errorf("inbox: commit: %w", err))
+	}
+	if wroteOutbox {
+		// Wake the relays registered with Outbox.WakeOnCommit.
+		m.config.Outbox.Committed()
 	}
 	m.processed.Add(1)
 	for _, hook := range m.config.Hooks {

@@ -315,9 +315,9 @@ func (m *migrator) checkServer(ctx context.Context, conn *sql.Conn) (string, err
 	return current.String, nil
 }
 
-// checkVersion accepts MySQL 8.0.16 and later and MariaDB 10.6 and later,
-// the versions with FOR UPDATE SKIP LOCKED, expression defaults and
-// enforced CHECK constraints. A version it cannot read fully is accepted
+// checkVersion accepts MySQL 8.0.16 and later (expression defaults,
+// enforced CHECK constraints) and MariaDB 10.6 and later (the oldest
+// release the store supports; the inbox's waiters are tested there). A version it cannot read fully is accepted
 // when its major and minor numbers qualify.
 func checkVersion(version string) error {
 	nums := make([]int, 0, 3)
@@ -354,12 +354,12 @@ func checkVersion(version string) error {
 	}
 	if strings.Contains(strings.ToLower(version), "mariadb") {
 		if !atLeast(10, 6) {
-			return fmt.Errorf("MariaDB %s is not supported: the outbox needs MariaDB 10.6 or later (FOR UPDATE SKIP LOCKED)", version)
+			return fmt.Errorf("MariaDB %s is not supported: the outbox needs MariaDB 10.6 or later", version)
 		}
 		return nil
 	}
 	if !atLeast(8, 0, 16) {
-		return fmt.Errorf("MySQL %s is not supported: the outbox needs MySQL 8.0.16 or later (FOR UPDATE SKIP LOCKED, expression defaults, CHECK constraints)", version)
+		return fmt.Errorf("MySQL %s is not supported: the outbox needs MySQL 8.0.16 or later (expression defaults, CHECK constraints)", version)
 	}
 	return nil
 }

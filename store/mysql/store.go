@@ -79,7 +79,6 @@ type Store struct {
 	leaseEventsPrefix string
 	leasePartsPrefix  string
 	listDeadPrefix    string
-	lockCountSQL      string
 	lockPartsPrefix   string
 	lockSQL           string
 	lockTable         string // qualified and quoted
@@ -164,7 +163,6 @@ func New(config *Config) (*Store, error) {
 	s.insertPrefix = "INSERT INTO " + t + " (event_id, topic, event_key, payload, metadata, created_at, part) VALUES "
 	s.lockSQL = "SELECT id, @@character_set_client, @@character_set_connection, @@character_set_results, @@autocommit FROM " +
 		s.lockTable + " WHERE id = 1 FOR UPDATE"
-	s.lockCountSQL = "SELECT COUNT(*) FROM " + s.lockTable
 	s.seenSQL = "INSERT INTO " + relaysTable + " (relay_id, seen_until) VALUES (?, DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND))" +
 		" ON DUPLICATE KEY UPDATE seen_until = DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND)"
 	s.goneSQL = "DELETE FROM " + relaysTable + " WHERE seen_until < UTC_TIMESTAMP(6) AND relay_id <> CAST(? AS BINARY)"
@@ -438,12 +436,8 @@ func (s *Store) Claim(ctx context.Context, tx omnibox.DBTX, params omnibox.Claim
 	case len(relay) > maxOwnerLen:
 		return nil, fmt.Errorf("mysql: claim: Relay is %d bytes long, the limit is %d", len(relay), maxOwnerLen)
 	}
-	locked, err := s.claimLock(ctx, tx)
-	if err != nil {
+	if err := s.claimLock(ctx, tx); err != nil {
 		return nil, err
-	}
-	if !locked {
-		return &omnibox.ClaimResult{}, nil
 	}
 	lease := params.Lease.Microseconds()
 	if _, err := tx.ExecContext(ctx, s.seenSQL, relay, lease, lease); err != nil {
@@ -470,9 +464,9 @@ func (s *Store) Claim(ctx context.Context, tx omnibox.DBTX, params omnibox.Claim
 	return &omnibox.ClaimResult{Events: events}, nil
 }
 
-// claimLock takes the claim lock of the table for tx's transaction. It
-// reports false when another claim holds it.
-func (s *Store) claimLock(ctx context.Context, tx omnibox.DBTX) (bool, error) {
+// claimLock takes the claim lock of the table for tx's transaction, waiting
+// while another claim holds it.
+func (s *Store) claimLock(ctx context.Context, tx omnibox.DBTX) error {
 	var (
 		id         int
 		sess       session
@@ -480,25 +474,16 @@ func (s *Store) claimLock(ctx context.Context, tx omnibox.DBTX) (bool, error) {
 	)
 	err := tx.QueryRowContext(ctx, s.lockSQL).Scan(&id, &sess.charsetClient, &sess.charsetConnection, &sess.charsetResults, &autocommit)
 	if errors.Is(err, sql.ErrNoRows) {
-		// Locked by another claim, or the row is missing: a consistent read
-		// (which does not wait for the lock) tells which.
-		var n int
-		if err := tx.QueryRowContext(ctx, s.lockCountSQL).Scan(&n); err != nil {
-			return false, fmt.Errorf("mysql: claim from %s: reading the claim lock table: %w", s.tableName, err)
-		}
-		if n == 0 {
-			return false, fmt.Errorf("mysql: claim from %s: the claim lock table %s has no row; run Store.Migrate to restore it", s.tableName, s.lockTable)
-		}
-		return false, nil
+		return fmt.Errorf("mysql: claim from %s: the claim lock table %s has no row; run Store.Migrate to restore it", s.tableName, s.lockTable)
 	}
 	if err != nil {
-		return false, fmt.Errorf("mysql: claim from %s: taking the claim lock: %w", s.tableName, err)
+		return fmt.Errorf("mysql: claim from %s: taking the claim lock: %w", s.tableName, err)
 	}
 	sess.autocommit = autocommit == 1
 	if err := sess.check(); err != nil {
-		return false, fmt.Errorf("mysql: claim from %s: %w", s.tableName, err)
+		return fmt.Errorf("mysql: claim from %s: %w", s.tableName, err)
 	}
-	return true, nil
+	return nil
 }
 
 // head is a partition and the seq of its oldest claimable event.
