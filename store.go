@@ -78,6 +78,15 @@ type RelayStore interface {
 	Complete(ctx context.Context, tx DBTX, params CompleteParams) (*CompleteResult, error)
 }
 
+// RelayTxOptioner is implemented by a store that wants the transactions in
+// which the relay claims and completes begun with particular options.
+// store/mysql asks for READ COMMITTED: InnoDB then takes no gap locks, which
+// under REPEATABLE READ made concurrent relays and writers deadlock.
+type RelayTxOptioner interface {
+	// RelayTxOptions returns the options; nil means the driver's defaults.
+	RelayTxOptions() *sql.TxOptions
+}
+
 // ClaimParams are the arguments of [RelayStore.Claim].
 type ClaimParams struct {
 	// BlockOnDead makes a dead event block the later events of its key (see

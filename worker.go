@@ -233,6 +233,7 @@ type Relay struct {
 	running   atomic.Bool
 	stats     relayCounters
 	store     RelayStore
+	txOptions *sql.TxOptions // of claim and complete transactions
 	wake      chan struct{}
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -298,14 +299,18 @@ func NewRelay(db *sql.DB, store RelayStore, publisher message.Publisher, config 
 	if err := config.Validate(); err != nil {
 		return nil, err
 	}
-	return &Relay{
+	r := &Relay{
 		config:    config.withDefaults(),
 		db:        db,
 		publisher: publisher,
 		store:     store,
 		wake:      make(chan struct{}, 1),
 		closed:    make(chan struct{}),
-	}, nil
+	}
+	if o, ok := store.(RelayTxOptioner); ok {
+		r.txOptions = o.RelayTxOptions()
+	}
+	return r, nil
 }
 
 // ID returns the relay's ID ([RelayConfig.ID] or the generated default).
@@ -600,7 +605,7 @@ func (r *Relay) relayBatch(ctx context.Context) (batchOutcome, error) {
 }
 
 func (r *Relay) claim(ctx context.Context, owner string) ([]ClaimedEvent, error) {
-	tx, err := r.db.BeginTx(ctx, nil)
+	tx, err := r.db.BeginTx(ctx, r.txOptions)
 	if err != nil {
 		return nil, fmt.Errorf("omnibox: claim: begin: %w", err)
 	}
@@ -622,8 +627,32 @@ func (r *Relay) claim(ctx context.Context, owner string) ([]ClaimedEvent, error)
 	return res.Events, nil
 }
 
+// completeAttempts is how many times the outcome of a batch is written before
+// the relay gives up on it (and the batch is published again after its lease):
+// a deadlock or a dropped connection must not turn a published batch into
+// duplicates.
+const completeAttempts = 4
+
+// complete records the outcome of a batch, retrying a few times.
 func (r *Relay) complete(ctx context.Context, params CompleteParams) (*CompleteResult, error) {
-	tx, err := r.db.BeginTx(ctx, nil)
+	var errs []error
+	for attempt := 1; ; attempt++ {
+		res, err := r.completeOnce(ctx, params)
+		if err == nil {
+			return res, nil
+		}
+		errs = append(errs, err)
+		if attempt == completeAttempts {
+			return nil, errors.Join(errs...)
+		}
+		// Even when the relay is stopping: the batch is published, and
+		// recording it saves republishing it.
+		time.Sleep(backoff(10*time.Millisecond, time.Second, attempt))
+	}
+}
+
+func (r *Relay) completeOnce(ctx context.Context, params CompleteParams) (*CompleteResult, error) {
+	tx, err := r.db.BeginTx(ctx, r.txOptions)
 	if err != nil {
 		return nil, fmt.Errorf("omnibox: recording a batch's outcome: begin: %w", err)
 	}

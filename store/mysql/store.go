@@ -486,6 +486,16 @@ func (s *Store) claimLock(ctx context.Context, tx omnibox.DBTX) error {
 	return nil
 }
 
+// RelayTxOptions asks the relay to claim and complete at READ COMMITTED:
+// under REPEATABLE READ, InnoDB's next-key and gap locks on the outbox's
+// indexes made relays completing batches, relays claiming and writers
+// inserting deadlock (error 1213). The claim lock row still serializes the
+// claims, and every statement reads the latest committed rows. It implements
+// [omnibox.RelayTxOptioner].
+func (s *Store) RelayTxOptions() *sql.TxOptions {
+	return &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+}
+
 // head is a partition and the seq of its oldest claimable event.
 type head struct {
 	part int
