@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,9 +18,10 @@ import (
 
 // TestRelayProcessKilled runs the relay as a separate process and kills it
 // with SIGKILL twice in the middle of a run while writers keep writing:
-// after each kill a relay is started again, once with another ID (it must
-// wait for the dead relay's lease to expire) and once with the dead relay's
-// own ID (it takes its claims over at once). Nothing may be lost and each
+// after each kill a relay is started again, once with another ID (it
+// relays the other partitions at once but must wait for the leases of the
+// dead relay's partitions to expire) and once with the dead relay's own ID
+// (it takes its partitions over at once). Nothing may be lost and each
 // key's first deliveries must stay in order; the test reports how many
 // duplicates the kills caused.
 func TestRelayProcessKilled(t *testing.T) {
@@ -36,7 +36,7 @@ func testRelayProcessKilled(t *testing.T, d dialect) {
 		live    = 4_000
 		lease   = 2 * time.Second
 	)
-	ctx := context.Background()
+	ctx := t.Context()
 	e := setupEnv(t, d)
 	consumer := startCollector(t, e.brokers, e.topic)
 
@@ -103,9 +103,9 @@ func testRelayProcessKilled(t *testing.T, d dialect) {
 
 	first := startRelay("relay-a")
 	kill(first, "relay-a", 2_500)
-	second := startRelay("relay-b") // waits for relay-a's lease to expire
+	second := startRelay("relay-b") // waits for relay-a's partition leases to expire
 	kill(second, "relay-b", 6_000)
-	third := startRelay("relay-b") // takes over its own claims at once
+	third := startRelay("relay-b") // takes its own partitions over at once
 
 	require.NoError(t, <-writerDone)
 	total := backlog + live

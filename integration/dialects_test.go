@@ -1,28 +1,40 @@
 package integration
 
 import (
+	"context"
 	"database/sql"
 	"fmt"
+	"net/url"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 
 	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/stretchr/testify/require"
 
+	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/internal/dbtest"
 	"github.com/omnibox-go/omnibox/store/mysql"
 	"github.com/omnibox-go/omnibox/store/postgres"
 	"github.com/omnibox-go/omnibox/store/sqlite"
-	"github.com/omnibox-go/omnibox/store/storetest"
 )
 
-// store is what the tests need of a dialect's store: what the conformance
-// suite needs too.
-type store = storetest.Store
+// store is what the tests need of a dialect's store: writing, relaying,
+// dead events, migrating and counting pending events.
+type store interface {
+	omnibox.Inserter
+	omnibox.RelayStore
+	omnibox.DeadLetterStore
+	Migrate(ctx context.Context, db *sql.DB) error
+	Pending(ctx context.Context, db omnibox.DBTX) (int64, error)
+}
 
 // dialect runs the end-to-end tests on one database (and driver).
 type dialect struct {
 	name string
+	// driver is the database/sql driver name.
+	driver string
 	// open gives the test a fresh, empty database and the environment a
 	// child relay process needs to open the same one (see openChild).
 	open func(t *testing.T) (db *sql.DB, st store, ordersTable string, childEnv []string)
@@ -35,18 +47,21 @@ type dialect struct {
 var dialects = []dialect{
 	{
 		name:         "postgres",
+		driver:       "postgres",
 		open:         openPostgres("postgres"),
 		createOrders: `CREATE TABLE %s (id bigserial PRIMARY KEY, customer text NOT NULL, amount int NOT NULL)`,
 		insertOrder:  `INSERT INTO %s (customer, amount) VALUES ($1, $2)`,
 	},
 	{
 		name:         "pgx",
+		driver:       "pgx",
 		open:         openPostgres("pgx"),
 		createOrders: `CREATE TABLE %s (id bigserial PRIMARY KEY, customer text NOT NULL, amount int NOT NULL)`,
 		insertOrder:  `INSERT INTO %s (customer, amount) VALUES ($1, $2)`,
 	},
 	{
-		name: "mysql",
+		name:   "mysql",
+		driver: "mysql",
 		open: func(t *testing.T) (*sql.DB, store, string, []string) {
 			db, database := dbtest.MySQL(t)
 			st, err := mysql.New(&mysql.Config{})
@@ -60,7 +75,8 @@ var dialects = []dialect{
 		insertOrder:  `INSERT INTO %s (customer, amount) VALUES (?, ?)`,
 	},
 	{
-		name: "sqlite",
+		name:   "sqlite",
+		driver: "sqlite",
 		open: func(t *testing.T) (*sql.DB, store, string, []string) {
 			db, path := dbtest.SQLite(t)
 			// Eight writing goroutines and a relay: queue them in
@@ -123,10 +139,66 @@ func openChild() (*sql.DB, store, error) {
 // forEachDialect runs test as a parallel subtest per dialect.
 func forEachDialect(t *testing.T, test func(t *testing.T, d dialect)) {
 	t.Helper()
+	forDialects(t, nil, test)
+}
+
+// forDialects runs test as a parallel subtest per dialect named in names
+// (all of them when names is nil).
+func forDialects(t *testing.T, names []string, test func(t *testing.T, d dialect)) {
+	t.Helper()
+	ran := 0
 	for _, d := range dialects {
+		if names != nil && !slices.Contains(names, d.name) {
+			continue
+		}
+		ran++
 		t.Run(d.name, func(t *testing.T) {
 			t.Parallel()
 			test(t, d)
 		})
 	}
+	if names != nil {
+		require.Equal(t, len(names), ran, "unknown dialect in %v", names)
+	}
+}
+
+// openAgain opens another handle on the environment's database, with a
+// connection pool of its own. On PostgreSQL its connections carry
+// application_name appName, so that they can be found in pg_stat_activity.
+func (e *env) openAgain(t *testing.T, appName string) *sql.DB {
+	t.Helper()
+	dsn := e.childSetting(t, "OMNIBOX_CHILD_DSN")
+	var (
+		db  *sql.DB
+		err error
+	)
+	switch e.dialect.driver {
+	case "postgres", "pgx":
+		u, perr := url.Parse(dsn)
+		require.NoError(t, perr)
+		q := u.Query()
+		q.Set("application_name", appName)
+		u.RawQuery = q.Encode()
+		db, err = sql.Open(e.dialect.driver, u.String())
+	case "sqlite":
+		db, err = sqlite.Open(dsn)
+	default:
+		db, err = sql.Open(e.dialect.driver, dsn)
+	}
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// childSetting returns the value of the variable name in the environment a
+// child relay process gets.
+func (e *env) childSetting(t *testing.T, name string) string {
+	t.Helper()
+	for _, kv := range e.childEnv {
+		if v, ok := strings.CutPrefix(kv, name+"="); ok {
+			return v
+		}
+	}
+	t.Fatalf("no %s in the child environment", name)
+	return ""
 }

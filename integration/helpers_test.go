@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"maps"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -186,3 +188,134 @@ func checkKeyOrder(t *testing.T, got []received, want map[string][]string) (dupl
 }
 
 var _ message.Publisher = (*publisher.Kafka)(nil)
+
+// runRelay runs relay in a goroutine until the returned stop is called (or
+// the test ends), and checks that Run returned nil. stop waits for Run to
+// return; calling it again does nothing.
+func runRelay(t *testing.T, relay *omnibox.Relay) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("relay %s: Run: %v", relay.ID(), err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// testLogger returns a logger writing records of level and above to t.Log,
+// for relays whose warnings and errors should show in a failing test's
+// output. Stop the relays before the test ends (runRelay does).
+func testLogger(t *testing.T, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+// hookedPublisher wraps a publisher with a hook called before each Publish
+// call: when the hook returns an error, the call fails with it and none of
+// its messages is published.
+type hookedPublisher struct {
+	message.Publisher
+	hook func(topic string, msgs []*message.Message) error
+}
+
+func (p *hookedPublisher) Publish(topic string, msgs ...*message.Message) error {
+	if err := p.hook(topic, msgs); err != nil {
+		return err
+	}
+	return p.Publisher.Publish(topic, msgs...)
+}
+
+// ledger records committed events: the IDs of each key in commit order.
+// Each key must be written by one goroutine at a time for its order to be
+// defined.
+type ledger struct {
+	mu    sync.Mutex
+	order map[string][]string
+	total int
+}
+
+func newLedger() *ledger { return &ledger{order: map[string][]string{}} }
+
+func (l *ledger) add(events []omnibox.Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, ev := range events {
+		l.order[ev.Key] = append(l.order[ev.Key], ev.ID)
+	}
+	l.total += len(events)
+}
+
+// count returns the number of events recorded.
+func (l *ledger) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total
+}
+
+// snapshot returns a copy of the IDs per key.
+func (l *ledger) snapshot() map[string][]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string][]string, len(l.order))
+	for k, ids := range l.order {
+		out[k] = append([]string(nil), ids...)
+	}
+	return out
+}
+
+// newEvents returns one event per entry of keys, in order, on topic, each
+// with a fresh ID as its payload. Safe to call from any goroutine.
+func newEvents(topic string, keys ...string) []omnibox.Event {
+	events := make([]omnibox.Event, len(keys))
+	for i, key := range keys {
+		id, err := omnibox.NewEventID()
+		if err != nil {
+			panic(err) // crypto/rand failed, which it does not
+		}
+		events[i] = omnibox.Event{ID: id, Topic: topic, Key: key, Payload: []byte(id)}
+	}
+	return events
+}
+
+// commit writes events in one order transaction and records them in l.
+func (e *env) commit(ctx context.Context, l *ledger, events []omnibox.Event) error {
+	if err := e.writeOrder(ctx, events[0].Key, events, false); err != nil {
+		return err
+	}
+	l.add(events)
+	return nil
+}
+
+// repeat returns n copies of key.
+func repeat(key string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = key
+	}
+	return out
+}
+
+// consumed returns the set of distinct message IDs the collector has seen.
+func (c *collector) consumed() map[string]bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := make(map[string]bool, len(c.msgs))
+	for _, m := range c.msgs {
+		seen[m.UUID] = true
+	}
+	return seen
+}

@@ -29,7 +29,7 @@ func testConcurrentWritersToKafka(t *testing.T, d dialect) {
 		keys        = 50
 		writers     = 8
 	)
-	ctx := context.Background()
+	ctx := t.Context()
 	e := setupEnv(t, d)
 	consumer := startCollector(t, e.brokers, e.topic)
 
