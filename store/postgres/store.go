@@ -101,13 +101,8 @@ var (
 	_ omnibox.Purger          = (*Store)(nil)
 )
 
-// Event states in the state column.
-const (
-	statePending   = 0
-	stateRetry     = 1
-	stateDead      = 2
-	stateDelivered = 3
-)
+// The state column: 0 pending, 1 waiting for a retry, 2 dead, 3 delivered
+// (kept for the retention period). The SQL below uses the numbers.
 
 // New returns a store for the table named by config. A nil config returns
 // [omnibox.ErrNilConfig]; &Config{} takes the defaults. Invalid names return
