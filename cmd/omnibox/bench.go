@@ -1,9 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
-	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,12 +11,10 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"text/tabwriter"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -24,41 +22,98 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 
-	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/internal/kafkatest"
 	"github.com/omnibox-go/omnibox/publisher"
 )
 
+// The sections of the benchmark, in the order they run.
+var benchSections = []string{"ceiling", "drain", "forwarder", "latency", "writer"}
+
+// The latency modes: how the relay learns of a commit.
+var benchModes = []string{"poll", "wake", "notify", "notify-tx"}
+
+// The writer-cost variants: what a business transaction writes besides its
+// row, and how it wakes relays.
+var benchWriterVariants = []string{"business", "outbox", "wake", "notify-tx", "notifier"}
+
 type benchConfig struct {
-	dsn      string
-	backlogs []int
-	runs     int
-	brokers  []string // "gochannel", "kafka"
-	payload  int
+	backlogs   []int
+	brokers    []string // "gochannel", "kafka"
+	cpuProfile string
+	dsn        string
+	fwdBudget  time.Duration
+	keys       int
+	latencyFor time.Duration
+	modes      []string
+	payload    int
+	rates      []int
+	relays     []int
+	runs       int
+	sections   []string
+	variants   []string
+	writerFor  time.Duration
+	writers    int
+	quick      bool
 }
 
 func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	fs := flag.NewFlagSet("omnibox bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c := &benchConfig{}
-	var backlogs, broker string
+	var backlogs, broker, modes, rates, relays, sections, variants string
 	fs.StringVar(&c.dsn, "dsn", "", "database: postgres://…, mysql://USER@tcp(HOST:PORT)/DB or sqlite:PATH (a fresh temporary file is used); empty runs PostgreSQL at postgres://postgres@127.0.0.1:5432/test?sslmode=disable and MySQL/MariaDB at mysql://root@tcp(127.0.0.1:3306)/test")
-	fs.StringVar(&backlogs, "backlogs", "10000,100000", "comma-separated backlog sizes (events) to drain, each at most 1000000")
+	fs.StringVar(&backlogs, "backlogs", "10000,100000,1000000", "comma-separated backlog sizes (events) to drain, each at most 1000000; the first is the denominator of the backlog ratios")
+	fs.StringVar(&relays, "relays", "1,2,4", "comma-separated numbers of relays draining one outbox together, each at most 64")
 	fs.IntVar(&c.runs, "runs", 3, "runs of each measurement; the median is reported")
 	fs.StringVar(&broker, "broker", "both", "gochannel, kafka (in-process kfake, or $"+kafkatest.BrokersEnv+" when set) or both")
 	fs.IntVar(&c.payload, "payload", 200, "event payload size in bytes")
+	fs.IntVar(&c.keys, "keys", 1000, "distinct event keys; event i has key i mod keys")
+	fs.StringVar(&sections, "sections", "all", "comma-separated sections to run: "+strings.Join(benchSections, ", ")+" (or all)")
+	fs.StringVar(&rates, "rates", "100,1000,5000", "latency: comma-separated commit rates (events/s), each at most 50000")
+	fs.StringVar(&modes, "modes", "all", "latency: comma-separated modes: "+strings.Join(benchModes, ", ")+" (or all; the notify modes run on PostgreSQL only)")
+	fs.DurationVar(&c.latencyFor, "latency-duration", 5*time.Second, "latency: how long the writers commit at each rate")
+	fs.StringVar(&variants, "writer-variants", "all", "writer cost: comma-separated variants: "+strings.Join(benchWriterVariants, ", ")+" (or all; the notify variants run on PostgreSQL only)")
+	fs.DurationVar(&c.writerFor, "writer-duration", 5*time.Second, "writer cost: how long the writers commit, after a warm-up of a tenth of it")
+	fs.IntVar(&c.writers, "writers", 32, "writer cost and latency: concurrent writers")
+	fs.DurationVar(&c.fwdBudget, "forwarder-budget", 10*time.Minute, "forwarder: skip a backlog whose drain, predicted from the smaller backlog's rate in the same run, would take longer")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (samples are labelled bench=fill, relay, forwarder, writer)")
+	fs.BoolVar(&c.quick, "quick", false, "a smoke run of a minute or two: -runs 1 -backlogs 1000,5000 -relays 1,2 -rates 100,1000 -latency-duration 1s -writer-duration 1s, unless given explicitly")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("bench: unexpected arguments %q", fs.Args())
 	}
-	for _, s := range strings.Split(backlogs, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 || n > 1_000_000 {
-			return nil, fmt.Errorf("bench: -backlogs: %q is not a number between 1 and 1000000", s)
+	if c.quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		quick := map[string]string{"runs": "1", "backlogs": "1000,5000", "relays": "1,2", "rates": "100,1000", "latency-duration": "1s", "writer-duration": "1s"}
+		for name, v := range quick {
+			if !set[name] {
+				if err := fs.Set(name, v); err != nil {
+					return nil, err
+				}
+			}
 		}
-		c.backlogs = append(c.backlogs, n)
+	}
+	var err error
+	if c.backlogs, err = parseInts("backlogs", backlogs, 1, 1_000_000); err != nil {
+		return nil, err
+	}
+	if c.relays, err = parseInts("relays", relays, 1, 64); err != nil {
+		return nil, err
+	}
+	if c.rates, err = parseInts("rates", rates, 1, 50_000); err != nil {
+		return nil, err
+	}
+	if c.sections, err = parseWords("sections", sections, benchSections); err != nil {
+		return nil, err
+	}
+	if c.modes, err = parseWords("modes", modes, benchModes); err != nil {
+		return nil, err
+	}
+	if c.variants, err = parseWords("writer-variants", variants, benchWriterVariants); err != nil {
+		return nil, err
 	}
 	switch broker {
 	case "gochannel", "kafka":
@@ -73,51 +128,37 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 		return nil, fmt.Errorf("bench: -runs must be between 1 and 100, got %d", c.runs)
 	case c.payload < 1 || c.payload > 100_000:
 		return nil, fmt.Errorf("bench: -payload must be between 1 and 100000 bytes, got %d", c.payload)
+	case c.keys < 1:
+		return nil, fmt.Errorf("bench: -keys must be positive, got %d", c.keys)
+	case c.writers < 1 || c.writers > 64:
+		return nil, fmt.Errorf("bench: -writers must be between 1 and 64, got %d", c.writers)
+	case c.latencyFor <= 0 || c.writerFor <= 0 || c.fwdBudget <= 0:
+		return nil, errors.New("bench: -latency-duration, -writer-duration and -forwarder-budget must be positive")
 	}
 	return c, nil
 }
 
+// effective renders the settings in force, defaults included.
+func (c *benchConfig) effective() string {
+	return fmt.Sprintf("-dsn=%q -sections=%s -backlogs=%s -relays=%s -runs=%d -broker=%s -payload=%d -keys=%d -rates=%s -modes=%s -latency-duration=%s -writer-variants=%s -writer-duration=%s -writers=%d -forwarder-budget=%s",
+		c.dsn, strings.Join(c.sections, ","), joinInts(c.backlogs), joinInts(c.relays), c.runs, strings.Join(c.brokers, ","), c.payload, c.keys,
+		joinInts(c.rates), strings.Join(c.modes, ","), c.latencyFor, strings.Join(c.variants, ","), c.writerFor, c.writers, c.fwdBudget)
+}
+
+func (c *benchConfig) has(section string) bool { return slices.Contains(c.sections, section) }
+
 const (
-	benchTopic     = "omnibox.bench"
-	benchBatch     = 500  // relay BatchSize and the raw loops' batch
-	benchFillTx    = 1000 // events per fill transaction
-	benchWriterTx  = 2000 // business transactions of the writer-cost measurement
-	benchWriters   = 8
-	benchPartition = 4
+	benchTopic       = "omnibox.bench"
+	benchBatch       = 500    // relay BatchSize and the raw loops' batch
+	benchFillTx      = 50_000 // events per fill transaction
+	benchFillChunk   = 10_000 // events per Insert call of the fill
+	benchFillWorkers = 2      // fill transactions at a time
+	benchPartition   = 4      // partitions of a Kafka topic
+	benchRawWorker   = 4      // workers of the raw claim-and-delete loop
+	// benchStall is how long a drain or a latency run may go without
+	// progress before it is given up.
+	benchStall = time.Minute
 )
-
-// benchKey names one measured quantity; samples holds one value per run.
-type benchKey struct {
-	db, broker, metric string
-	n                  int
-}
-
-type benchSamples struct {
-	mu     sync.Mutex
-	order  []benchKey
-	values map[benchKey][]float64
-}
-
-func (s *benchSamples) add(k benchKey, v float64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.values[k]; !ok {
-		s.order = append(s.order, k)
-	}
-	s.values[k] = append(s.values[k], v)
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
 
 // bench is one benchmark session.
 type bench struct {
@@ -128,19 +169,35 @@ type bench struct {
 	progress io.Writer
 	samples  *benchSamples
 	topicN   atomic.Int64
+	// fwdSkip says why a Forwarder measurement is not taken (again).
+	fwdSkip map[benchKey]string
 }
 
-func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	cfg, err := parseBenchFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("bench: -cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return errors.Join(fmt.Errorf("bench: -cpuprofile: %w", err), f.Close())
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			err = errors.Join(err, f.Close())
+		}()
 	}
 	b := &bench{
 		cfg:      cfg,
 		logger:   slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 		payload:  bytes.Repeat([]byte{'x'}, cfg.payload),
 		progress: stderr,
-		samples:  &benchSamples{values: map[benchKey][]float64{}},
+		samples:  newBenchSamples(),
+		fwdSkip:  map[benchKey]string{},
 	}
 	targets, err := openBenchTargets(ctx, cfg.dsn)
 	if err != nil {
@@ -163,18 +220,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			defer closeKafka()
 			b.brokers = brokers
-			kafkaDesc = "in-process kfake (internal/kafkatest.Start)"
+			kafkaDesc = "in-process kfake (internal/kafkatest.Start), sharing the CPUs"
 		}
 	}
 
 	fmt.Fprintf(stdout, "omnibox bench\n  command   %s\n", strings.Join(append([]string{"omnibox", "bench"}, args...), " "))
-	fmt.Fprintf(stdout, "  effective -dsn=%q -backlogs=%s -runs=%d -broker=%s -payload=%d\n", cfg.dsn, joinInts(cfg.backlogs), cfg.runs, strings.Join(cfg.brokers, ","), cfg.payload)
-	fmt.Fprintf(stdout, "  machine   %d CPUs (runtime.NumCPU), %s %s/%s\n", runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(stdout, "  effective %s\n", cfg.effective())
+	fmt.Fprintf(stdout, "  machine   %s, %d CPUs (runtime.NumCPU), GOMAXPROCS %d, %s %s/%s\n", cpuModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(stdout, "  load      %s at the start (/proc/loadavg: 1, 5, 15 min)\n", loadAvg())
 	for _, t := range targets {
 		fmt.Fprintf(stdout, "  database  %s %s\n", t.name, t.version)
 	}
-	fmt.Fprintf(stdout, "  kafka     %s\n", kafkaDesc)
-	fmt.Fprintf(stdout, "  relay     one Relay, BatchSize %d, Drain; backlog filled with WriteTx in transactions of %d\n\n", benchBatch, benchFillTx)
+	fmt.Fprintf(stdout, "  kafka     %s; topics of %d partitions; publisher.NewKafka (acks=all, idempotent)\n", kafkaDesc, benchPartition)
+	fmt.Fprintf(stdout, "  relays    Relay.Run, BatchSize %d, other settings default (PollInterval %s); backlog of %d-byte events over %d keys, filled with Store.Insert in transactions of %d, %d at a time (not timed)\n\n",
+		benchBatch, 100*time.Millisecond, cfg.payload, cfg.keys, benchFillTx, benchFillWorkers)
 
 	start := time.Now()
 	for _, t := range targets {
@@ -185,122 +244,207 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	fmt.Fprintf(b.progress, "bench: done in %s\n", time.Since(start).Round(time.Second))
+	fmt.Fprintf(stdout, "whole run: %s; load %s at the end\n\n", time.Since(start).Round(time.Second), loadAvg())
 	return b.report(stdout, targets)
 }
 
-func joinInts(v []int) string {
-	s := make([]string, len(v))
-	for i, n := range v {
-		s[i] = strconv.Itoa(n)
+// cpuModel returns the CPU model from /proc/cpuinfo, or GOARCH elsewhere.
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
 	}
-	return strings.Join(s, ",")
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return runtime.GOARCH
 }
 
-// runOnce takes one sample of every measurement on t. The measurements are
-// interleaved, so that the ratios of a run compare figures taken close
-// together in time.
+// loadAvg returns the first three fields of /proc/loadavg, or "unknown".
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
+}
+
+// runOnce takes one sample of every selected measurement on t. The
+// measurements are interleaved, so that the ratios of a run compare figures
+// taken close together in time.
 func (b *bench) runOnce(ctx context.Context, t *benchTarget, run int) error {
 	logf := func(format string, a ...any) {
-		fmt.Fprintf(b.progress, "bench: %s run %d/%d: %s\n", t.name, run+1, b.cfg.runs, fmt.Sprintf(format, a...))
+		fmt.Fprintf(b.progress, "bench: %s %s run %d/%d: %s\n", time.Now().Format("15:04:05"), t.name, run+1, b.cfg.runs, fmt.Sprintf(format, a...))
 	}
-	for _, n := range b.cfg.backlogs {
-		v, err := b.dbCeiling(ctx, t, n)
-		if err != nil {
-			return fmt.Errorf("raw delete loop, %d rows: %w", n, err)
+	// failed records a measurement that failed and lets the run go on
+	// without it (a run of hours is not lost to one failure), unless ctx
+	// ended.
+	failed := func(what string, err error) error {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
-		b.samples.add(benchKey{t.name, "-", "db ceiling", n}, v)
-		logf("raw delete loop %d rows: %.0f rows/s", n, v)
-		for _, broker := range b.cfg.brokers {
-			v, err := b.brokerCeiling(broker, n)
-			if err != nil {
-				return fmt.Errorf("raw %s publish loop, %d messages: %w", broker, n, err)
-			}
-			b.samples.add(benchKey{t.name, broker, "broker ceiling", n}, v)
-			logf("raw %s publish loop %d messages: %.0f msg/s", broker, n, v)
-			v, err = b.drain(ctx, t, broker, n)
-			if err != nil {
-				return fmt.Errorf("drain to %s, %d events: %w", broker, n, err)
-			}
-			b.samples.add(benchKey{t.name, broker, "drain", n}, v)
-			logf("drain %d events to %s: %.0f events/s", n, broker, v)
-			if broker == "gochannel" && t.dialect != "sqlite" {
-				v, err := b.forwarderDrain(ctx, t, n)
-				if err != nil {
-					return fmt.Errorf("watermill Forwarder drain, %d messages: %w", n, err)
+		b.samples.fail(fmt.Sprintf("%s, run %d, %s: %v", t.name, run+1, what, err))
+		logf("%s FAILED: %v", what, err)
+		return nil
+	}
+	for i, n := range b.cfg.backlogs {
+		if b.cfg.has("ceiling") {
+			if v, err := b.dbCeiling(ctx, t, n); err != nil {
+				if err := failed(fmt.Sprintf("raw claim-and-delete loop, %d rows", n), err); err != nil {
+					return err
 				}
-				b.samples.add(benchKey{t.name, broker, "forwarder drain", n}, v)
-				logf("Watermill Forwarder drain %d messages to gochannel: %.0f msg/s", n, v)
+			} else {
+				b.samples.add(benchKey{t.name, "-", "db ceiling", "", n}, run, v)
+				logf("raw claim-and-delete loop, %d workers, %d rows: %.0f rows/s", benchRawWorker, n, v)
+			}
+			for _, broker := range b.cfg.brokers {
+				v, err := b.brokerCeiling(ctx, broker, n)
+				if err != nil {
+					if err := failed(fmt.Sprintf("raw %s produce loop, %d messages", broker, n), err); err != nil {
+						return err
+					}
+					continue
+				}
+				b.samples.add(benchKey{t.name, broker, "broker ceiling", "", n}, run, v)
+				logf("raw %s produce loop, %d messages: %.0f msg/s", broker, n, v)
+			}
+		}
+		for _, broker := range b.cfg.brokers {
+			if b.cfg.has("drain") {
+				for _, k := range b.cfg.relays {
+					res, err := b.drain(ctx, t, broker, n, k)
+					if err != nil {
+						if err := failed(fmt.Sprintf("drain of %d events to %s, %s", n, broker, relaysVariant(k)), err); err != nil {
+							return err
+						}
+						continue
+					}
+					res.record(b.samples, benchKey{t.name, broker, "drain", relaysVariant(k), n}, run)
+					logf("drain %d events to %s, %s: %.0f events/s (%s)", n, broker, relaysVariant(k), res.rate, res.breakdown())
+				}
+			}
+			if b.cfg.has("forwarder") && t.dialect != "sqlite" {
+				if err := b.forwarderStep(ctx, t, broker, i, run, logf, failed); err != nil {
+					return err
+				}
 			}
 		}
 	}
-	for _, withOutbox := range []bool{false, true} {
-		v, err := b.writer(ctx, t, withOutbox)
-		if err != nil {
-			return fmt.Errorf("writer cost (outbox %t): %w", withOutbox, err)
+	if b.cfg.has("latency") {
+		for _, broker := range b.cfg.brokers {
+			for _, mode := range b.cfg.modes {
+				if strings.HasPrefix(mode, "notify") && t.dialect != "postgres" {
+					continue
+				}
+				for _, rate := range b.cfg.rates {
+					res, err := b.latency(ctx, t, broker, mode, rate)
+					if err != nil {
+						if err := failed(fmt.Sprintf("latency to %s, %s, %d events/s", broker, mode, rate), err); err != nil {
+							return err
+						}
+						continue
+					}
+					res.record(b.samples, t.name, broker, mode, rate, run)
+					logf("latency to %s, %s, %d events/s (achieved %.0f): p50 %s ms, p99 %s ms, max %s ms",
+						broker, mode, rate, res.achieved, ms(res.p50), ms(res.p99), ms(res.max))
+				}
+			}
 		}
-		metric := "writer, no outbox"
-		if withOutbox {
-			metric = "writer, with outbox"
+	}
+	if b.cfg.has("writer") {
+		for _, variant := range b.cfg.variants {
+			if strings.HasPrefix(variant, "notif") && t.dialect != "postgres" {
+				continue
+			}
+			v, err := b.writer(ctx, t, variant)
+			if err != nil {
+				if err := failed("writer cost, "+variant, err); err != nil {
+					return err
+				}
+				continue
+			}
+			b.samples.add(benchKey{t.name, "-", "writer", variant, b.cfg.writers}, run, v)
+			logf("writer cost, %s, %d writers: %.0f commits/s", variant, b.cfg.writers, v)
 		}
-		b.samples.add(benchKey{t.name, "-", metric, benchWriterTx}, v)
-		logf("%s: %.0f tx/s", metric, v)
 	}
 	return nil
 }
 
-// fill writes n events into env's outbox with WriteTx, benchFillTx per
-// transaction.
-func (b *bench) fill(ctx context.Context, env *benchEnv, topic string, n int) error {
-	outbox, err := omnibox.New(env.store, &omnibox.Config{})
-	if err != nil {
-		return err
+// forwarderStep measures the Forwarder baseline of the i-th backlog to
+// broker, unless an earlier measurement showed it would not finish within
+// -forwarder-budget: a drain predicted, from the smaller backlog's rate in the
+// same run, to take longer is skipped; a drain still running at the budget is
+// stopped, its rate over the part it forwarded recorded (an upper bound,
+// noted), and not repeated in later runs.
+func (b *bench) forwarderStep(ctx context.Context, t *benchTarget, broker string, i, run int, logf func(string, ...any), failed func(string, error) error) error {
+	n := b.cfg.backlogs[i]
+	key := benchKey{t.name, broker, "forwarder", "", n}
+	if why := b.fwdSkip[key]; why != "" {
+		logf("Watermill Forwarder %d messages to %s: %s", n, broker, why)
+		return nil
 	}
-	events := make([]omnibox.Event, 0, benchFillTx)
-	for done := 0; done < n; done += len(events) {
-		events = events[:0]
-		for i := done; i < min(n, done+benchFillTx); i++ {
-			events = append(events, omnibox.Event{Topic: topic, Key: strconv.Itoa(i % 1000), Payload: b.payload})
-		}
-		if err := outbox.InTx(ctx, env.db, nil, func(ctx context.Context, tx *sql.Tx) error {
-			return outbox.WriteTx(ctx, tx, events...)
-		}); err != nil {
-			return err
+	res, err := b.forwarderDrain(ctx, t, broker, n)
+	if err != nil {
+		return failed(fmt.Sprintf("Watermill Forwarder drain of %d messages to %s", n, broker), err)
+	}
+	b.samples.add(key, run, res.rate)
+	if res.forwarded < n {
+		note := fmt.Sprintf("stopped at -forwarder-budget %s in run %d, after %d of %d messages; the rate is that of the part forwarded, and the drain was not repeated in later runs",
+			b.cfg.fwdBudget, run+1, res.forwarded, n)
+		b.samples.note(key, note)
+		b.fwdSkip[key] = note
+		logf("Watermill Forwarder drain %d messages to %s: %.0f msg/s, %s", n, broker, res.rate, note)
+	} else {
+		logf("Watermill Forwarder drain %d messages to %s: %.0f msg/s", n, broker, res.rate)
+	}
+	if i+1 < len(b.cfg.backlogs) {
+		next := b.cfg.backlogs[i+1]
+		nextKey := benchKey{t.name, broker, "forwarder", "", next}
+		if predicted := time.Duration(float64(next) / res.rate * float64(time.Second)); predicted > b.cfg.fwdBudget && b.fwdSkip[nextKey] == "" {
+			note := fmt.Sprintf("skipped: predicted to take %s at the %.0f msg/s of %d messages in run %d, over -forwarder-budget %s",
+				predicted.Round(time.Second), res.rate, n, run+1, b.cfg.fwdBudget)
+			b.samples.note(nextKey, note)
+			b.fwdSkip[nextKey] = note
 		}
 	}
 	return nil
 }
 
-// drain fills a backlog of n events on fresh tables and times Relay.Drain
-// publishing it to broker. It returns events/s.
-func (b *bench) drain(ctx context.Context, t *benchTarget, broker string, n int) (float64, error) {
-	env, err := t.fresh(ctx)
-	if err != nil {
-		return 0, err
+func relaysVariant(k int) string {
+	if k == 1 {
+		return "1 relay"
 	}
-	defer env.close()
-	pub, topic, closePub, err := b.publisher(ctx, broker)
-	if err != nil {
-		return 0, err
-	}
-	defer closePub()
-	if err := b.fill(ctx, env, topic, n); err != nil {
-		return 0, fmt.Errorf("fill: %w", err)
-	}
-	relay, err := omnibox.NewRelay(env.db, env.store, pub, &omnibox.RelayConfig{BatchSize: benchBatch, Logger: b.logger})
-	if err != nil {
-		return 0, err
-	}
-	defer relay.Close()
+	return fmt.Sprintf("%d relays", k)
+}
+
+// countingPublisher wraps a publisher: it counts the messages published, the
+// Publish calls and their time, and calls onPublished (when set) with the
+// messages of each successful call and the time it returned.
+type countingPublisher struct {
+	message.Publisher
+	calls       atomic.Int64
+	msgs        atomic.Int64
+	nanos       atomic.Int64
+	onPublished func(msgs []*message.Message, at time.Time)
+}
+
+func (p *countingPublisher) Publish(topic string, msgs ...*message.Message) error {
 	start := time.Now()
-	got, err := relay.Drain(ctx)
-	elapsed := time.Since(start)
-	if err != nil {
-		return 0, err
+	err := p.Publisher.Publish(topic, msgs...)
+	end := time.Now()
+	p.calls.Add(1)
+	p.nanos.Add(int64(end.Sub(start)))
+	if err == nil {
+		p.msgs.Add(int64(len(msgs)))
+		if p.onPublished != nil {
+			p.onPublished(msgs, end)
+		}
 	}
-	if got != n {
-		return 0, fmt.Errorf("drained %d events, want %d", got, n)
-	}
-	return float64(n) / elapsed.Seconds(), nil
+	return err
 }
 
 // publisher returns a publisher to broker (for a GoChannel, with a
@@ -324,8 +468,8 @@ func (b *bench) publisher(ctx context.Context, broker string) (message.Publisher
 		}()
 		return ch, benchTopic, func() { _ = ch.Close(); <-done }, nil
 	case "kafka":
-		topic := fmt.Sprintf("%s.%d.%d", benchTopic, time.Now().UnixNano(), b.topicN.Add(1))
-		if err := createBenchTopic(b.brokers, topic); err != nil {
+		topic, err := b.kafkaTopic()
+		if err != nil {
 			return nil, "", nil, err
 		}
 		pub, err := publisher.NewKafka(&publisher.KafkaConfig{Brokers: b.brokers, Logger: b.logger})
@@ -334,12 +478,22 @@ func (b *bench) publisher(ctx context.Context, broker string) (message.Publisher
 		}
 		return pub, topic, func() {
 			_ = pub.Close()
-			if err := deleteBenchTopic(b.brokers, topic); err != nil {
-				fmt.Fprintf(b.progress, "bench: deleting topic %s: %v\n", topic, err)
-			}
+			b.dropKafkaTopic(topic)
 		}, nil
 	}
 	return nil, "", nil, fmt.Errorf("unknown broker %q", broker)
+}
+
+// kafkaTopic creates a new topic of benchPartition partitions.
+func (b *bench) kafkaTopic() (string, error) {
+	topic := fmt.Sprintf("%s.%d.%d", benchTopic, time.Now().UnixNano(), b.topicN.Add(1))
+	return topic, createBenchTopic(b.brokers, topic)
+}
+
+func (b *bench) dropKafkaTopic(topic string) {
+	if err := deleteBenchTopic(b.brokers, topic); err != nil {
+		fmt.Fprintf(b.progress, "bench: deleting topic %s: %v\n", topic, err)
+	}
 }
 
 func benchAdminConfig() *sarama.Config {
@@ -379,194 +533,4 @@ func deleteBenchTopic(brokers []string, topic string) (err error) {
 	}
 	defer func() { err = errors.Join(err, admin.Close()) }()
 	return admin.DeleteTopic(topic)
-}
-
-// dbCeiling fills a bare table of n rows and times a single worker deleting
-// the oldest benchBatch rows at a time until it is empty: rows/s.
-func (b *bench) dbCeiling(ctx context.Context, t *benchTarget, n int) (float64, error) {
-	env, err := t.fresh(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer env.close()
-	const chunk = 1000
-	args := make([]any, chunk)
-	for i := range args {
-		args[i] = b.payload
-	}
-	for done := 0; done < n; done += chunk {
-		rows := min(chunk, n-done)
-		if _, err := env.db.ExecContext(ctx, env.rawInsert(rows), args[:rows]...); err != nil {
-			return 0, fmt.Errorf("fill: %w", err)
-		}
-	}
-	start := time.Now()
-	deleted := 0
-	for {
-		res, err := env.db.ExecContext(ctx, env.rawDelete)
-		if err != nil {
-			return 0, err
-		}
-		k, err := res.RowsAffected()
-		if err != nil {
-			return 0, err
-		}
-		if k == 0 {
-			break
-		}
-		deleted += int(k)
-	}
-	elapsed := time.Since(start)
-	if deleted != n {
-		return 0, fmt.Errorf("deleted %d rows, want %d", deleted, n)
-	}
-	return float64(n) / elapsed.Seconds(), nil
-}
-
-// brokerCeiling times a bare loop publishing n messages to broker,
-// benchBatch per Publish call: messages/s.
-func (b *bench) brokerCeiling(broker string, n int) (float64, error) {
-	ctx := context.Background()
-	pub, topic, closePub, err := b.publisher(ctx, broker)
-	if err != nil {
-		return 0, err
-	}
-	defer closePub()
-	batches := make([][]*message.Message, 0, (n+benchBatch-1)/benchBatch)
-	for done := 0; done < n; done += benchBatch {
-		batch := make([]*message.Message, 0, benchBatch)
-		for i := done; i < min(n, done+benchBatch); i++ {
-			id, err := omnibox.NewEventID()
-			if err != nil {
-				return 0, err
-			}
-			batch = append(batch, omnibox.ToMessage(omnibox.Event{ID: id, Topic: topic, Key: strconv.Itoa(i % 1000), Payload: b.payload}))
-		}
-		batches = append(batches, batch)
-	}
-	start := time.Now()
-	for _, batch := range batches {
-		if err := pub.Publish(topic, batch...); err != nil {
-			return 0, err
-		}
-	}
-	return float64(n) / time.Since(start).Seconds(), nil
-}
-
-// writer runs benchWriterTx business transactions (one users row each, and
-// with withOutbox one outbox event too) from benchWriters goroutines: tx/s.
-func (b *bench) writer(ctx context.Context, t *benchTarget, withOutbox bool) (float64, error) {
-	env, err := t.fresh(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer env.close()
-	outbox, err := omnibox.New(env.store, &omnibox.Config{})
-	if err != nil {
-		return 0, err
-	}
-	var (
-		next   atomic.Int64
-		wg     sync.WaitGroup
-		errsMu sync.Mutex
-		errs   []error
-	)
-	start := time.Now()
-	for range benchWriters {
-		wg.Go(func() {
-			for {
-				i := next.Add(1)
-				if i > benchWriterTx {
-					return
-				}
-				id := "user-" + strconv.FormatInt(i, 10)
-				err := outbox.InTx(ctx, env.db, nil, func(ctx context.Context, tx *sql.Tx) error {
-					if _, err := tx.ExecContext(ctx, env.insertUser, id, id+"@example.com"); err != nil {
-						return err
-					}
-					if !withOutbox {
-						return nil
-					}
-					return outbox.WriteTx(ctx, tx, omnibox.Event{Topic: benchTopic, Key: id, Payload: b.payload})
-				})
-				if err != nil {
-					errsMu.Lock()
-					errs = append(errs, err)
-					errsMu.Unlock()
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	if err := errors.Join(errs...); err != nil {
-		return 0, err
-	}
-	return benchWriterTx / elapsed.Seconds(), nil
-}
-
-// report prints the medians and the ratios, each ratio the median of the
-// per-run ratios.
-func (b *bench) report(w io.Writer, targets []*benchTarget) error {
-	s := b.samples
-	perRun := func(num, den benchKey, f func(a, b float64) float64) float64 {
-		a, c := s.values[num], s.values[den]
-		var r []float64
-		for i := range min(len(a), len(c)) {
-			if c[i] > 0 {
-				r = append(r, f(a[i], c[i]))
-			}
-		}
-		return median(r)
-	}
-	div := func(a, c float64) float64 { return a / c }
-
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(w, "medians of %d runs; ratios are medians of per-run ratios\n\n", b.cfg.runs)
-	fmt.Fprintln(tw, "database\tbroker\tmeasurement\t      N\t   median\tunit")
-	for _, k := range s.order {
-		unit := "events/s"
-		switch k.metric {
-		case "db ceiling":
-			unit = "rows/s"
-		case "broker ceiling":
-			unit = "msg/s"
-		case "writer, no outbox", "writer, with outbox":
-			unit = "tx/s"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%7d\t%9.0f\t%s\n", k.db, k.broker, k.metric, k.n, median(s.values[k]), unit)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	fmt.Fprintln(w)
-	fmt.Fprintln(tw, "database\tbroker\tratio\t      N\t    value")
-	for _, t := range targets {
-		for _, broker := range b.cfg.brokers {
-			for i := 1; i < len(b.cfg.backlogs); i++ {
-				lo, hi := b.cfg.backlogs[0], b.cfg.backlogs[i]
-				fmt.Fprintf(tw, "%s\t%s\tdrain %d / drain %d\t       \t%9.2f\n", t.name, broker, hi, lo,
-					perRun(benchKey{t.name, broker, "drain", hi}, benchKey{t.name, broker, "drain", lo}, div))
-			}
-			for _, n := range b.cfg.backlogs {
-				drainK := benchKey{t.name, broker, "drain", n}
-				dbK := benchKey{t.name, "-", "db ceiling", n}
-				brK := benchKey{t.name, broker, "broker ceiling", n}
-				d, db, br := s.values[drainK], s.values[dbK], s.values[brK]
-				var r []float64
-				for i := range min(len(d), len(db), len(br)) {
-					r = append(r, d[i]/min(db[i], br[i]))
-				}
-				if broker == "gochannel" && t.dialect != "sqlite" {
-					fmt.Fprintf(tw, "%s\t%s\tdrain / Forwarder drain\t%7d\t%9.2f\n", t.name, broker, n,
-						perRun(drainK, benchKey{t.name, broker, "forwarder drain", n}, div))
-				}
-				fmt.Fprintf(tw, "%s\t%s\tdrain / min(db, broker ceiling)\t%7d\t%9.2f\n", t.name, broker, n, median(r))
-			}
-		}
-		fmt.Fprintf(tw, "%s\t-\twriter with outbox / without\t%7d\t%9.2f\n", t.name, benchWriterTx,
-			perRun(benchKey{t.name, "-", "writer, with outbox", benchWriterTx}, benchKey{t.name, "-", "writer, no outbox", benchWriterTx}, div))
-	}
-	return tw.Flush()
 }

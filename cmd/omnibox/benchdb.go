@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	gomysql "github.com/go-sql-driver/mysql"
 
+	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/store/mysql"
 	"github.com/omnibox-go/omnibox/store/postgres"
 	"github.com/omnibox-go/omnibox/store/sqlite"
@@ -31,6 +33,24 @@ type benchTarget struct {
 	dialect string // "postgres", "mysql", "sqlite"
 	dsn     string // for postgres and mysql: the driver DSN
 	db      *sql.DB
+	// lock is the connection holding the session lock (see lockBench).
+	lock *sql.Conn
+}
+
+// benchNotifyChannel is the LISTEN/NOTIFY channel of the benchmark's
+// notifiers, listeners and NOTIFYs in writers' transactions.
+const benchNotifyChannel = "omnibox_bench"
+
+// benchPoolSize is the connection pool of each target: the writers, the
+// relays, a notifier and the benchmark's own queries.
+const benchPoolSize = 80
+
+// freshOptions say what a measurement needs of its store.
+type freshOptions struct {
+	// notifyInTx makes every Insert of the outbox NOTIFY benchNotifyChannel
+	// inside the writer's transaction (PostgreSQL only: the store's
+	// Config.NotifyChannel).
+	notifyInTx bool
 }
 
 // benchEnv is a measurement's fresh set of tables on a target.
@@ -40,8 +60,10 @@ type benchEnv struct {
 	insertUser string // (id, email)
 	rawTable   string
 	rawInsert  func(rows int) string // multi-row insert of rows payloads
-	rawDelete  string                // deletes the oldest 500 rows
-	close      func() error
+	// rawClaimDelete claims the oldest benchBatch rows of the raw table that
+	// no other worker holds, reads and deletes them, and returns how many.
+	rawClaimDelete func(ctx context.Context) (int, error)
+	close          func() error
 }
 
 // openBenchTargets resolves -dsn: empty means PostgreSQL and MariaDB on
@@ -98,8 +120,8 @@ func openBenchTarget(ctx context.Context, dsn string) (*benchTarget, error) {
 	default:
 		return nil, fmt.Errorf("bench: -dsn %q: want postgres://…, mysql://USER@tcp(HOST:PORT)/DB or sqlite:PATH (empty: PostgreSQL and MariaDB on localhost)", dsn)
 	}
-	t.db.SetMaxOpenConns(16)
-	t.db.SetMaxIdleConns(16)
+	t.db.SetMaxOpenConns(benchPoolSize)
+	t.db.SetMaxIdleConns(benchPoolSize)
 	if err := t.db.QueryRowContext(ctx, `SELECT version()`).Scan(&t.version); err != nil {
 		return nil, errors.Join(fmt.Errorf("bench: cannot reach %s at %s: %w", t.name, dsn, err), t.db.Close())
 	}
@@ -109,19 +131,51 @@ func openBenchTarget(ctx context.Context, dsn string) (*benchTarget, error) {
 	if t.dialect == "postgres" {
 		t.version = strings.Fields(t.version)[1]
 	}
+	if err := t.lockBench(ctx); err != nil {
+		return nil, errors.Join(err, t.close())
+	}
 	return t, nil
+}
+
+// lockBench takes a session lock on the database for as long as the
+// benchmark runs, so that a second omnibox bench on the same database fails
+// at once instead of dropping the tables under the first one's feet.
+func (t *benchTarget) lockBench(ctx context.Context) error {
+	conn, err := t.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	var locked bool
+	switch t.dialect {
+	case "postgres":
+		err = conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(hashtext('omnibox bench'))`).Scan(&locked)
+	case "mysql":
+		err = conn.QueryRowContext(ctx, `SELECT COALESCE(GET_LOCK('omnibox_bench', 0), 0) = 1`).Scan(&locked)
+	}
+	if err == nil && !locked {
+		err = fmt.Errorf("bench: another omnibox bench is running on %s %s (it holds the session lock); wait for it to finish", t.name, t.dsn)
+	}
+	if err != nil {
+		return errors.Join(err, conn.Close())
+	}
+	t.lock = conn
+	return nil
 }
 
 func (t *benchTarget) close() error {
 	if t.db == nil {
 		return nil
 	}
-	return t.db.Close()
+	var err error
+	if t.lock != nil {
+		err = t.lock.Close()
+	}
+	return errors.Join(err, t.db.Close())
 }
 
 // fresh drops what an earlier measurement left and creates the outbox, the
 // users table and the raw table.
-func (t *benchTarget) fresh(ctx context.Context) (*benchEnv, error) {
+func (t *benchTarget) fresh(ctx context.Context, opts freshOptions) (*benchEnv, error) {
 	var (
 		env    *benchEnv
 		create []string
@@ -131,7 +185,11 @@ func (t *benchTarget) fresh(ctx context.Context) (*benchEnv, error) {
 		if _, err := t.db.ExecContext(ctx, fmt.Sprintf(`DROP SCHEMA IF EXISTS %[1]s CASCADE; CREATE SCHEMA %[1]s`, benchSchema)); err != nil {
 			return nil, fmt.Errorf("bench: recreating schema %s: %w", benchSchema, err)
 		}
-		st, err := postgres.New(&postgres.Config{Schema: benchSchema, Table: benchOutboxTable})
+		config := &postgres.Config{Schema: benchSchema, Table: benchOutboxTable}
+		if opts.notifyInTx {
+			config.NotifyChannel = benchNotifyChannel
+		}
+		st, err := postgres.New(config)
 		if err != nil {
 			return nil, err
 		}
@@ -140,15 +198,18 @@ func (t *benchTarget) fresh(ctx context.Context) (*benchEnv, error) {
 			db: t.db, store: st, rawTable: raw,
 			insertUser: `INSERT INTO ` + users + ` (id, email) VALUES ($1, $2)`,
 			rawInsert:  func(n int) string { return rawInsertSQL(raw, n, func(i int) string { return fmt.Sprintf("$%d", i+1) }) },
-			rawDelete:  `DELETE FROM ` + raw + ` WHERE seq IN (SELECT seq FROM ` + raw + ` ORDER BY seq LIMIT 500)`,
-			close:      func() error { return nil },
+			rawClaimDelete: func(ctx context.Context) (int, error) {
+				return queryCount(ctx, t.db, `DELETE FROM `+raw+` WHERE seq IN (SELECT seq FROM `+raw+
+					` ORDER BY seq LIMIT `+strconv.Itoa(benchBatch)+` FOR UPDATE SKIP LOCKED) RETURNING seq, payload`)
+			},
+			close: func() error { return nil },
 		}
 		create = []string{
 			`CREATE TABLE ` + users + ` (id text PRIMARY KEY, email text NOT NULL UNIQUE)`,
 			`CREATE TABLE ` + raw + ` (seq bigserial PRIMARY KEY, payload bytea NOT NULL)`,
 		}
 	case "mysql":
-		for _, table := range []string{benchUsersTable, benchRawTable, benchFwdMessagesTable, benchFwdOffsetsTable, benchOutboxTable, benchOutboxTable + "_migrations", benchOutboxTable + "_lock"} {
+		for _, table := range []string{benchUsersTable, benchRawTable, benchFwdMessagesTable, benchFwdOffsetsTable, benchOutboxTable, benchOutboxTable + "_migrations", benchOutboxTable + "_lock", benchOutboxTable + "_parts", benchOutboxTable + "_relays"} {
 			if _, err := t.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+table); err != nil {
 				return nil, fmt.Errorf("bench: dropping %s: %w", table, err)
 			}
@@ -161,8 +222,10 @@ func (t *benchTarget) fresh(ctx context.Context) (*benchEnv, error) {
 			db: t.db, store: st, rawTable: benchRawTable,
 			insertUser: `INSERT INTO ` + benchUsersTable + ` (id, email) VALUES (?, ?)`,
 			rawInsert:  func(n int) string { return rawInsertSQL(benchRawTable, n, func(int) string { return "?" }) },
-			rawDelete:  `DELETE FROM ` + benchRawTable + ` ORDER BY seq LIMIT 500`,
-			close:      func() error { return nil },
+			rawClaimDelete: func(ctx context.Context) (int, error) {
+				return mysqlClaimDelete(ctx, t.db)
+			},
+			close: func() error { return nil },
 		}
 		create = []string{
 			`CREATE TABLE ` + benchUsersTable + ` (id VARCHAR(64) PRIMARY KEY, email VARCHAR(255) NOT NULL UNIQUE)`,
@@ -188,7 +251,11 @@ func (t *benchTarget) fresh(ctx context.Context) (*benchEnv, error) {
 			db: db, store: st, rawTable: benchRawTable,
 			insertUser: `INSERT INTO ` + benchUsersTable + ` (id, email) VALUES (?, ?)`,
 			rawInsert:  func(n int) string { return rawInsertSQL(benchRawTable, n, func(int) string { return "?" }) },
-			rawDelete:  `DELETE FROM ` + benchRawTable + ` WHERE seq IN (SELECT seq FROM ` + benchRawTable + ` ORDER BY seq LIMIT 500)`,
+			rawClaimDelete: func(ctx context.Context) (int, error) {
+				// SQLite has one writer at a time and no SKIP LOCKED.
+				return queryCount(ctx, db, `DELETE FROM `+benchRawTable+` WHERE seq IN (SELECT seq FROM `+benchRawTable+
+					` ORDER BY seq LIMIT `+strconv.Itoa(benchBatch)+`) RETURNING seq, payload`)
+			},
 			close: func() error {
 				err := db.Close()
 				for _, suffix := range []string{"", "-wal", "-shm"} {
@@ -223,4 +290,79 @@ func rawInsertSQL(table string, rows int, placeholder func(i int) string) string
 		b.WriteString("(" + placeholder(i) + ")")
 	}
 	return b.String()
+}
+
+// queryCount runs a query returning (seq, payload) rows, reads them all and
+// returns how many there were.
+func queryCount(ctx context.Context, db omnibox.DBTX, query string, args ...any) (int, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var (
+			seq     int64
+			payload []byte
+		)
+		if err := rows.Scan(&seq, &payload); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	return n, rows.Err()
+}
+
+// mysqlClaimDelete is the raw claim-and-delete of MySQL, which cannot
+// delete from a table a subquery of the same statement reads: one READ
+// COMMITTED transaction (no gap locks) selecting the oldest rows FOR UPDATE
+// SKIP LOCKED, then deleting them. A deadlock is retried.
+func mysqlClaimDelete(ctx context.Context, db *sql.DB) (int, error) {
+	for {
+		n, err := mysqlClaimDeleteOnce(ctx, db)
+		var myErr *gomysql.MySQLError
+		if errors.As(err, &myErr) && myErr.Number == 1213 {
+			continue
+		}
+		return n, err
+	}
+}
+
+func mysqlClaimDeleteOnce(ctx context.Context, db *sql.DB) (n int, err error) {
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, ignoreTxDone(tx.Rollback()))
+		}
+	}()
+	rows, err := tx.QueryContext(ctx, `SELECT seq, payload FROM `+benchRawTable+` ORDER BY seq LIMIT `+strconv.Itoa(benchBatch)+` FOR UPDATE SKIP LOCKED`)
+	if err != nil {
+		return 0, err
+	}
+	var seqs []any
+	for rows.Next() {
+		var (
+			seq     int64
+			payload []byte
+		)
+		if err := rows.Scan(&seq, &payload); err != nil {
+			_ = rows.Close()
+			return 0, err
+		}
+		seqs = append(seqs, seq)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return 0, err
+	}
+	if len(seqs) > 0 {
+		in := strings.Repeat("?,", len(seqs))
+		if _, err := tx.ExecContext(ctx, `DELETE FROM `+benchRawTable+` WHERE seq IN (`+in[:len(in)-1]+`)`, seqs...); err != nil {
+			return 0, err
+		}
+	}
+	return len(seqs), tx.Commit()
 }

@@ -5,15 +5,16 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime/pprof"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	watermillsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/components/forwarder"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+
+	"github.com/omnibox-go/omnibox"
 )
 
 // The Forwarder baseline's tables: watermill-sql's messages and offsets
@@ -22,7 +23,7 @@ const (
 	benchFwdTopic          = "omnibox_bench_fwd"
 	benchFwdMessagesTable  = "omnibox_bench_wm_messages"
 	benchFwdOffsetsTable   = "omnibox_bench_wm_offsets"
-	benchFwdDrainTimeout   = 10 * time.Minute
+	benchFwdFillTx         = 1000 // messages per fill transaction
 	benchFwdSubscribeBatch = benchBatch
 )
 
@@ -49,20 +50,30 @@ func forwarderAdapters(t *benchTarget) (watermillsql.SchemaAdapter, watermillsql
 	return nil, nil, fmt.Errorf("the Forwarder baseline supports PostgreSQL and MySQL, not %s", t.name)
 }
 
-// forwarderDrain is the Watermill baseline of drain: n messages written with
-// forwarder.NewPublisher over a watermill-sql publisher (transactions of
-// benchFillTx, as fill does), then a Forwarder reading them with a
-// watermill-sql subscriber and publishing them to a GoChannel, timed from
-// its start until the GoChannel subscriber has received all n: messages/s.
-func (b *bench) forwarderDrain(ctx context.Context, t *benchTarget, n int) (float64, error) {
-	env, err := t.fresh(ctx)
+// fwdResult is one Forwarder drain: messages/s, and how many it forwarded
+// (fewer than asked when it was stopped at -forwarder-budget).
+type fwdResult struct {
+	forwarded int
+	rate      float64
+}
+
+// forwarderDrain is the Watermill baseline of drain: n messages (the same
+// payload and keys as the events of drain) written with
+// forwarder.NewPublisher over a watermill-sql publisher in transactions of
+// benchFwdFillTx (not timed), then a Forwarder reading them with a
+// watermill-sql subscriber and publishing them to broker, timed from its
+// start until its Publish calls have returned for all n, or until
+// -forwarder-budget has passed.
+func (b *bench) forwarderDrain(ctx context.Context, t *benchTarget, broker string, n int) (fwdResult, error) {
+	var none fwdResult
+	env, err := t.fresh(ctx, freshOptions{})
 	if err != nil {
-		return 0, err
+		return none, err
 	}
 	defer env.close()
 	schema, offsets, err := forwarderAdapters(t)
 	if err != nil {
-		return 0, err
+		return none, err
 	}
 	logger := watermill.NopLogger{}
 	sub, err := watermillsql.NewSubscriber(watermillsql.BeginnerFromStdSQL(env.db), watermillsql.SubscriberConfig{
@@ -71,79 +82,87 @@ func (b *bench) forwarderDrain(ctx context.Context, t *benchTarget, n int) (floa
 		PollInterval:   100 * time.Millisecond,
 	}, logger)
 	if err != nil {
-		return 0, err
+		return none, err
 	}
 	defer sub.Close()
 	if err := sub.SubscribeInitialize(benchFwdTopic); err != nil {
-		return 0, fmt.Errorf("initializing watermill-sql tables: %w", err)
+		return none, fmt.Errorf("initializing watermill-sql tables: %w", err)
 	}
+	pub, topic, closePub, err := b.publisher(ctx, broker)
+	if err != nil {
+		return none, err
+	}
+	defer closePub()
 
 	// Fill.
-	msgs := make([]*message.Message, 0, benchFillTx)
-	for done := 0; done < n; done += len(msgs) {
-		msgs = msgs[:0]
-		for i := done; i < min(n, done+benchFillTx); i++ {
-			msg := message.NewMessage(watermill.NewUUID(), b.payload)
-			msg.Metadata.Set("key", strconv.Itoa(i%1000))
-			msgs = append(msgs, msg)
-		}
-		tx, err := env.db.BeginTx(ctx, nil)
-		if err != nil {
-			return 0, err
-		}
-		pub, err := watermillsql.NewPublisher(watermillsql.TxFromStdSQL(tx), watermillsql.PublisherConfig{SchemaAdapter: schema}, logger)
-		if err == nil {
-			err = forwarder.NewPublisher(pub, forwarder.PublisherConfig{ForwarderTopic: benchFwdTopic}).Publish(benchTopic, msgs...)
-		}
-		if err == nil {
-			err = tx.Commit()
-		}
-		if err != nil {
-			return 0, fmt.Errorf("fill: %w", errors.Join(err, ignoreTxDone(tx.Rollback())))
-		}
-	}
-
-	// The destination: a GoChannel and a subscriber that counts.
-	ch := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: int64(benchBatch)}, logger)
-	defer ch.Close()
-	out, err := ch.Subscribe(context.WithoutCancel(ctx), benchTopic)
-	if err != nil {
-		return 0, err
-	}
-	var received atomic.Int64
-	all := make(chan struct{})
-	go func() {
-		for m := range out {
-			m.Ack()
-			if received.Add(1) == int64(n) {
-				close(all)
+	err = nil
+	pprof.Do(ctx, pprof.Labels("bench", "fill"), func(ctx context.Context) {
+		msgs := make([]*message.Message, 0, benchFwdFillTx)
+		for done := 0; done < n && err == nil; done += len(msgs) {
+			msgs = msgs[:0]
+			for i := done; i < min(n, done+benchFwdFillTx); i++ {
+				msg := message.NewMessage(watermill.NewUUID(), b.payload)
+				msg.Metadata.Set(omnibox.MetadataKey, strconv.Itoa(i%b.cfg.keys))
+				msgs = append(msgs, msg)
+			}
+			var tx *sql.Tx
+			if tx, err = env.db.BeginTx(ctx, nil); err != nil {
+				return
+			}
+			var sqlPub *watermillsql.Publisher
+			sqlPub, err = watermillsql.NewPublisher(watermillsql.TxFromStdSQL(tx), watermillsql.PublisherConfig{SchemaAdapter: schema}, logger)
+			if err == nil {
+				err = forwarder.NewPublisher(sqlPub, forwarder.PublisherConfig{ForwarderTopic: benchFwdTopic}).Publish(topic, msgs...)
+			}
+			if err == nil {
+				err = tx.Commit()
+			}
+			if err != nil {
+				err = fmt.Errorf("fill: %w", errors.Join(err, ignoreTxDone(tx.Rollback())))
 			}
 		}
-	}()
-
-	fwd, err := forwarder.NewForwarder(sub, ch, logger, forwarder.Config{ForwarderTopic: benchFwdTopic})
+	})
 	if err != nil {
-		return 0, err
+		return none, err
+	}
+
+	counted := &countingPublisher{Publisher: pub}
+	fwd, err := forwarder.NewForwarder(sub, counted, logger, forwarder.Config{ForwarderTopic: benchFwdTopic})
+	if err != nil {
+		return none, err
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := time.Now()
 	runErr := make(chan error, 1)
-	go func() { runErr <- fwd.Run(runCtx) }()
-	select {
-	case <-all:
-	case err := <-runErr:
-		return 0, fmt.Errorf("forwarder stopped after %d of %d messages: %v", received.Load(), n, err)
-	case <-time.After(benchFwdDrainTimeout):
-		return 0, fmt.Errorf("forwarder forwarded %d of %d messages in %s", received.Load(), n, benchFwdDrainTimeout)
-	case <-ctx.Done():
-		return 0, ctx.Err()
+	go pprof.Do(runCtx, pprof.Labels("bench", "forwarder"), func(ctx context.Context) { runErr <- fwd.Run(ctx) })
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	last, lastProgress := int64(0), start
+	for counted.msgs.Load() < int64(n) {
+		now := time.Now()
+		if now.Sub(start) > b.cfg.fwdBudget {
+			break
+		}
+		if got := counted.msgs.Load(); got > last {
+			last, lastProgress = got, now
+		} else if now.Sub(lastProgress) > benchStall {
+			return none, fmt.Errorf("forwarder made no progress for %s: %d of %d messages forwarded", benchStall, got, n)
+		}
+		select {
+		case <-tick.C:
+		case err := <-runErr:
+			return none, fmt.Errorf("forwarder stopped after %d of %d messages: %v", counted.msgs.Load(), n, err)
+		case <-ctx.Done():
+			return none, ctx.Err()
+		}
 	}
 	elapsed := time.Since(start)
+	forwarded := int(min(counted.msgs.Load(), int64(n)))
 	cancel()
 	_ = fwd.Close()
 	<-runErr
-	return float64(n) / elapsed.Seconds(), nil
+	return fwdResult{forwarded: forwarded, rate: float64(forwarded) / elapsed.Seconds()}, nil
 }
 
 func ignoreTxDone(err error) error {
