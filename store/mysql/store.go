@@ -16,6 +16,7 @@ import (
 
 	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/internal/metadatajson"
+	"github.com/omnibox-go/omnibox/internal/seqlist"
 	"github.com/omnibox-go/omnibox/internal/sqlident"
 )
 
@@ -996,16 +997,7 @@ func chunks(seqs []int64) func(yield func([]int64) bool) {
 // seqList renders seqs as a comma-separated list for IN (...). It is built
 // from integers only, so it is safe to put in SQL, and it spares a
 // parameter per seq.
-func seqList(seqs []int64) string {
-	b := make([]byte, 0, len(seqs)*8)
-	for i, seq := range seqs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendInt(b, seq, 10)
-	}
-	return string(b)
-}
+func seqList(seqs []int64) string { return seqlist.Join("", seqs, "") }
 
 // truncateUTF8 cuts s to at most n bytes without splitting a character.
 func truncateUTF8(s string, n int) string {

@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"hash/fnv"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/internal/metadatajson"
+	"github.com/omnibox-go/omnibox/internal/seqlist"
 	"github.com/omnibox-go/omnibox/internal/sqlident"
 )
 
@@ -514,9 +514,8 @@ func (s *Store) execCount(ctx context.Context, db omnibox.DBTX, query, what stri
 }
 
 // Pending returns the number of events not yet delivered, leased or not,
-// dead events excluded.
-// It counts the table, so it reads every row: use it for statistics and
-// tests, not on a hot path.
+// dead events excluded. It counts them, so its cost grows with the backlog:
+// use it for statistics and tests, not on a hot path.
 func (s *Store) Pending(ctx context.Context, db omnibox.DBTX) (int64, error) {
 	var n int64
 	if err := db.QueryRowContext(ctx, s.pendingSQL).Scan(&n); err != nil {
@@ -528,14 +527,4 @@ func (s *Store) Pending(ctx context.Context, db omnibox.DBTX) (int64, error) {
 // int64Array renders seqs as a PostgreSQL array literal ('{1,2,3}'), passed
 // as text and cast with ::bigint[]: built from integers only, and accepted
 // alike by lib/pq and pgx.
-func int64Array(seqs []int64) string {
-	b := make([]byte, 0, 2+len(seqs)*8)
-	b = append(b, '{')
-	for i, seq := range seqs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendInt(b, seq, 10)
-	}
-	return string(append(b, '}'))
-}
+func int64Array(seqs []int64) string { return seqlist.Join("{", seqs, "}") }

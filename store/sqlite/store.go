@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/internal/metadatajson"
+	"github.com/omnibox-go/omnibox/internal/seqlist"
 	"github.com/omnibox-go/omnibox/internal/sqlident"
 )
 
@@ -593,14 +593,4 @@ func (s *Store) Pending(ctx context.Context, db omnibox.DBTX) (int64, error) {
 // jsonArray renders seqs as a JSON array ("[1,2,3]"), which the statements
 // expand with json_each: one parameter however many seqs, built from
 // integers only.
-func jsonArray(seqs []int64) string {
-	b := make([]byte, 0, 2+len(seqs)*8)
-	b = append(b, '[')
-	for i, seq := range seqs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendInt(b, seq, 10)
-	}
-	return string(append(b, ']'))
-}
+func jsonArray(seqs []int64) string { return seqlist.Join("[", seqs, "]") }
