@@ -93,6 +93,15 @@ func params(owner string, limit int) omnibox.ClaimParams {
 	return omnibox.ClaimParams{BlockOnDead: true, Lease: longLease, Limit: limit, Owner: owner, Relay: relay}
 }
 
+// relayTxOptions returns the options the relay begins claim and complete
+// transactions with for store ([omnibox.RelayTxOptioner]), nil by default.
+func relayTxOptions(store omnibox.RelayStore) *sql.TxOptions {
+	if o, ok := store.(omnibox.RelayTxOptioner); ok {
+		return o.RelayTxOptions()
+	}
+	return nil
+}
+
 // claim runs one claim in its own transaction, committed, as the relay does.
 func claim(t *testing.T, db *sql.DB, store omnibox.RelayStore, p omnibox.ClaimParams) []omnibox.ClaimedEvent {
 	t.Helper()
@@ -103,7 +112,7 @@ func claim(t *testing.T, db *sql.DB, store omnibox.RelayStore, p omnibox.ClaimPa
 // error instead of failing the test. It also checks the result: not nil, at
 // most Limit events, in Seq order, none twice.
 func tryClaim(ctx context.Context, db *sql.DB, store omnibox.RelayStore, p omnibox.ClaimParams) ([]omnibox.ClaimedEvent, error) {
-	tx, err := db.BeginTx(ctx, nil)
+	tx, err := db.BeginTx(ctx, relayTxOptions(store))
 	if err != nil {
 		return nil, fmt.Errorf("claim: begin: %w", err)
 	}
@@ -137,7 +146,7 @@ func complete(t *testing.T, db *sql.DB, store omnibox.RelayStore, p omnibox.Comp
 
 // tryComplete is complete for goroutines other than the test's.
 func tryComplete(ctx context.Context, db *sql.DB, store omnibox.RelayStore, p omnibox.CompleteParams) (*omnibox.CompleteResult, error) {
-	tx, err := db.BeginTx(ctx, nil)
+	tx, err := db.BeginTx(ctx, relayTxOptions(store))
 	if err != nil {
 		return nil, fmt.Errorf("complete: begin: %w", err)
 	}
