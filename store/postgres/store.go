@@ -76,6 +76,7 @@ type Store struct {
 	claimSQL      string
 	deadSQL       string
 	deliverSQL    string
+	deliverAllSQL string
 	discardSQL    string
 	freePartsSQL  string
 	insertPrefix  string
@@ -156,22 +157,32 @@ func New(config *Config) (*Store, error) {
 )
 SELECT count(*) FROM ` + names.RelaysTable + ` WHERE seen_until >= statement_timestamp() AND relay_id <> $1`
 	s.claimSQL = claimSQL(t, parts)
-	// Complete touches only the events still claimed by the owner, in
-	// partitions still leased to it: once another claim has taken a
-	// partition over, the events of the old claim that it did not take (they
-	// still name the old owner) belong to the new lease too.
-	owned := " WHERE seq = ANY ($1::bigint[]) AND claimed_by = $2 AND part IN (SELECT part FROM " + parts + " WHERE claimed_by = $2)"
+	// Complete touches only the events its claim took ($1 ∩ the seqs the
+	// claim recorded in the partitions still leased to it, $2): once another
+	// claim has taken a partition over, the old claim's events in it belong
+	// to the new lease. The intersection is a hash join; the events are then
+	// found by primary key.
+	owned := " WHERE seq = ANY (ARRAY(SELECT d.seq FROM unnest($1::bigint[]) d (seq) JOIN (SELECT unnest(p.claimed_seqs) AS seq FROM " +
+		parts + " p WHERE p.claimed_by = $2) c ON c.seq = d.seq))"
+	var deliver string
 	if s.retention > 0 {
-		s.deliverSQL = "UPDATE " + t + " SET state = 3, delivered_at = statement_timestamp(), claimed_by = NULL, next_attempt_at = NULL" + owned
+		deliver = "UPDATE " + t + " SET state = 3, delivered_at = statement_timestamp(), next_attempt_at = NULL" + owned + " RETURNING 1"
 	} else {
-		s.deliverSQL = "DELETE FROM " + t + owned
+		deliver = "DELETE FROM " + t + owned + " RETURNING 1"
 	}
-	s.retrySQL = "UPDATE " + t + " SET state = 1, attempts = attempts + 1, claimed_by = NULL, last_error = NULLIF($3, '')," +
+	// The common outcome, every event delivered, is one statement: the
+	// events, the partitions freed (the CTEs all see the partitions as the
+	// statement began), and the asynchronous commit (decision 18).
+	s.deliverAllSQL = "WITH delivered AS (" + deliver + "), freed AS (UPDATE " + parts +
+		" SET claimed_by = NULL, claimed_until = NULL, claimed_seqs = NULL WHERE claimed_by = $2)" +
+		" SELECT (SELECT count(*) FROM delivered), set_config('synchronous_commit', 'off', true)"
+	s.deliverSQL = "WITH delivered AS (" + deliver + ") SELECT count(*) FROM delivered"
+	s.retrySQL = "UPDATE " + t + " SET state = 1, attempts = attempts + 1, last_error = NULLIF($3, '')," +
 		" next_attempt_at = statement_timestamp() + $4::bigint * interval '1 microsecond'" + owned
-	s.deadSQL = "UPDATE " + t + " SET state = 2, attempts = attempts + 1, claimed_by = NULL, last_error = NULLIF($3, '')," +
+	s.deadSQL = "UPDATE " + t + " SET state = 2, attempts = attempts + 1, last_error = NULLIF($3, '')," +
 		" next_attempt_at = NULL, dead_at = statement_timestamp()" + owned
-	s.releaseSQL = "UPDATE " + t + " SET claimed_by = NULL, last_error = COALESCE(NULLIF($3, ''), last_error)" + owned
-	s.freePartsSQL = "UPDATE " + parts + " SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = $1"
+	s.releaseSQL = "UPDATE " + t + " SET last_error = $3" + owned
+	s.freePartsSQL = "UPDATE " + parts + " SET claimed_by = NULL, claimed_until = NULL, claimed_seqs = NULL WHERE claimed_by = $1"
 	s.pendingSQL = "SELECT count(*) FROM " + t + " WHERE state IN (0, 1)"
 	s.listDeadSQL = "SELECT seq, event_id, topic, event_key, payload, metadata::text, created_at, attempts, COALESCE(last_error, ''), dead_at" +
 		" FROM " + t + " WHERE state = 2 AND seq > $1 AND ($3 = '' OR topic = $3) ORDER BY seq LIMIT $2"
@@ -276,8 +287,9 @@ func isUniqueViolation(err error) bool {
 // events up to an equal share of the limit: an index range scan per
 // partition, whatever the backlog. An event is claimable when it is pending,
 // or waiting for a retry that is due, and no earlier event of its key is
-// waiting or (with $6) dead. The partitions that gave events are leased, and
-// the events marked with the owner.
+// waiting or (with $6) dead. The partitions that gave events are leased,
+// each recording the seqs taken from it; the events themselves are only
+// read (marking them would rewrite each row and its index entries).
 func claimSQL(table, parts string) string {
 	const now = "statement_timestamp()"
 	claimable := `(o.state = 0 OR o.next_attempt_at <= ` + now + `)
@@ -312,17 +324,14 @@ func claimSQL(table, parts string) string {
     ORDER BY c.seq
     LIMIT $2
 ), leased AS (
-    UPDATE ` + parts + `
-    SET claimed_by = $4::text, claimed_until = ` + now + ` + $5::bigint * interval '1 microsecond'
-    WHERE part IN (SELECT part FROM picked)
-), claimed AS (
-    UPDATE ` + table + `
-    SET claimed_by = $4::text
-    WHERE seq = ANY (ARRAY(SELECT seq FROM picked))
-    RETURNING seq, event_id, topic, event_key, payload, metadata::text AS metadata, created_at, attempts
+    UPDATE ` + parts + ` p
+    SET claimed_by = $4::text, claimed_until = ` + now + ` + $5::bigint * interval '1 microsecond', claimed_seqs = g.seqs
+    FROM (SELECT part, array_agg(seq) AS seqs FROM picked GROUP BY part) g
+    WHERE p.part = g.part
 )
-SELECT seq, event_id, topic, event_key, payload, metadata, created_at, attempts
-FROM claimed
+SELECT seq, event_id, topic, event_key, payload, metadata::text, created_at, attempts
+FROM ` + table + `
+WHERE seq = ANY (ARRAY(SELECT seq FROM picked))
 ORDER BY seq`
 }
 
@@ -403,6 +412,15 @@ func (s *Store) Complete(ctx context.Context, tx omnibox.DBTX, params omnibox.Co
 	if params.Owner == "" {
 		return nil, errors.New("postgres: complete: Owner is empty")
 	}
+	if len(params.Retry) == 0 && len(params.Dead) == 0 && (len(params.Released) == 0 || params.ReleaseError == "") {
+		// The common outcome: one statement.
+		var n int64
+		var ignored string
+		if err := tx.QueryRowContext(ctx, s.deliverAllSQL, int64Array(params.Delivered), params.Owner).Scan(&n, &ignored); err != nil {
+			return nil, fmt.Errorf("postgres: marking %d event(s) delivered in %s: %w", len(params.Delivered), s.tableName, err)
+		}
+		return &omnibox.CompleteResult{Delivered: int(n)}, nil
+	}
 	// An asynchronous commit for this transaction: an outcome lost in a
 	// database crash only gets its events published again (decision 18).
 	if _, err := tx.ExecContext(ctx, "SELECT set_config('synchronous_commit', 'off', true)"); err != nil {
@@ -410,13 +428,9 @@ func (s *Store) Complete(ctx context.Context, tx omnibox.DBTX, params omnibox.Co
 	}
 	res := &omnibox.CompleteResult{}
 	if len(params.Delivered) > 0 {
-		r, err := tx.ExecContext(ctx, s.deliverSQL, int64Array(params.Delivered), params.Owner)
-		if err != nil {
+		var n int64
+		if err := tx.QueryRowContext(ctx, s.deliverSQL, int64Array(params.Delivered), params.Owner).Scan(&n); err != nil {
 			return nil, fmt.Errorf("postgres: marking %d event(s) delivered in %s: %w", len(params.Delivered), s.tableName, err)
-		}
-		n, err := r.RowsAffected()
-		if err != nil {
-			return nil, fmt.Errorf("postgres: marking events delivered in %s: %w", s.tableName, err)
 		}
 		res.Delivered = int(n)
 	}
@@ -430,7 +444,9 @@ func (s *Store) Complete(ctx context.Context, tx omnibox.DBTX, params omnibox.Co
 			return nil, fmt.Errorf("postgres: marking event %d dead in %s: %w", f.Seq, s.tableName, err)
 		}
 	}
-	if len(params.Released) > 0 {
+	// Released events need no write of their own (freeing the partition
+	// frees them), unless they carry an error to record.
+	if len(params.Released) > 0 && params.ReleaseError != "" {
 		if _, err := tx.ExecContext(ctx, s.releaseSQL, int64Array(params.Released), params.Owner, params.ReleaseError); err != nil {
 			return nil, fmt.Errorf("postgres: releasing %d event(s) in %s: %w", len(params.Released), s.tableName, err)
 		}

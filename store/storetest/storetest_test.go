@@ -6,6 +6,8 @@ import (
 	"database/sql"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -91,10 +93,11 @@ func (s *brokenStore) Claim(ctx context.Context, tx omnibox.DBTX, p omnibox.Clai
 func (s *brokenStore) Complete(ctx context.Context, tx omnibox.DBTX, p omnibox.CompleteParams) (*omnibox.CompleteResult, error) {
 	switch s.defect {
 	case "complete-ignores-lease":
-		// Takes back the partitions of the events still marked with the
-		// owner's name, leased to another claim or not.
-		if _, err := tx.ExecContext(ctx, `UPDATE `+s.partsTable()+` SET claimed_by = $1
-			WHERE part IN (SELECT part FROM `+s.table+` WHERE claimed_by = $1)`, p.Owner); err != nil {
+		// Takes back the partitions of the events it completes, leased to
+		// another claim or not, as if it still held them.
+		if _, err := tx.ExecContext(ctx, `UPDATE `+s.partsTable()+` p SET claimed_by = $1, claimed_seqs = g.seqs
+			FROM (SELECT part, array_agg(seq) AS seqs FROM `+s.table+` WHERE seq = ANY ($2::bigint[]) GROUP BY part) g
+			WHERE p.part = g.part`, p.Owner, pgArray(append(slices.Clone(p.Delivered), p.Released...))); err != nil {
 			return nil, err
 		}
 	case "release-counts-attempt":
@@ -209,4 +212,13 @@ func TestSuiteCatchesBrokenStore(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pgArray renders seqs as a PostgreSQL array literal.
+func pgArray(seqs []int64) string {
+	parts := make([]string, len(seqs))
+	for i, seq := range seqs {
+		parts[i] = strconv.FormatInt(seq, 10)
+	}
+	return "{" + strings.Join(parts, ",") + "}"
 }
