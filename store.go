@@ -87,6 +87,17 @@ type RelayTxOptioner interface {
 	RelayTxOptions() *sql.TxOptions
 }
 
+// RelayConcurrencyLimiter is implemented by a store on which batches in
+// flight at once do not pay: [NewRelay] lowers [RelayConfig.Concurrency] to
+// the limit. store/sqlite returns 1: SQLite has one writer at a time, and a
+// second batch loop would only take turns with the first while starving the
+// application's writers of the write lock.
+type RelayConcurrencyLimiter interface {
+	// RelayConcurrencyLimit returns the most batches a relay should have in
+	// flight at once, at least 1.
+	RelayConcurrencyLimit() int
+}
+
 // ClaimParams are the arguments of [RelayStore.Claim].
 type ClaimParams struct {
 	// BlockOnDead makes a dead event block the later events of its key (see

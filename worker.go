@@ -26,6 +26,7 @@ const (
 	DefaultBatchSize        = 500
 	DefaultBreakerCooldown  = time.Second
 	DefaultBreakerThreshold = 3
+	DefaultConcurrency      = 2
 	DefaultLease            = 30 * time.Second
 	DefaultMaxAttempts      = 10
 	DefaultMaxBackoff       = 30 * time.Second
@@ -72,6 +73,14 @@ type RelayConfig struct {
 	// opens (the broker looks down); it doubles with each failed probe, up to
 	// MaxBackoff, with jitter. Defaults to [DefaultBreakerCooldown].
 	BreakerCooldown time.Duration
+	// Concurrency is how many batches [Relay.Run] has in flight at once.
+	// Each is claimed, published and recorded on its own, from partitions
+	// leased to it alone (so events of a key stay in order), and counts as a
+	// relay in the sharing of partitions: one batch's round trips to the
+	// database overlap another's publishing. 1 relays one batch at a time.
+	// At most [Partitions]. Defaults to [DefaultConcurrency]; a store may
+	// lower it ([RelayConcurrencyLimiter]: SQLite runs one).
+	Concurrency int
 	// BreakerThreshold is the number of consecutive batches that fail as a
 	// whole (nothing of them published) after which the relay stops
 	// publishing and pauses: the broker is taken to be down, and failures
@@ -83,8 +92,9 @@ type RelayConfig struct {
 	// a live relay among which partitions are shared) and in logs. Give each
 	// relay process a stable, unique ID (a pod name, say) and a restarted
 	// relay takes over its dead predecessor's claims at once, instead of
-	// waiting for them to expire. Defaults to hostname-pid-random, which is
-	// unique but not stable.
+	// waiting for them to expire. At most 100 bytes, without "/" (which
+	// separates the relay, its lane and the batch in claim owners). Defaults
+	// to hostname-pid-random, which is unique but not stable.
 	ID string
 	// Lease is how long a claim holds. A relay that dies mid-batch leaves its
 	// claim behind; after Lease another relay (or its own restart) claims the
@@ -138,6 +148,7 @@ func (c *RelayConfig) withDefaults() *RelayConfig {
 	out.BatchSize = cmp.Or(out.BatchSize, DefaultBatchSize)
 	out.BreakerCooldown = cmp.Or(out.BreakerCooldown, DefaultBreakerCooldown)
 	out.BreakerThreshold = cmp.Or(out.BreakerThreshold, DefaultBreakerThreshold)
+	out.Concurrency = cmp.Or(out.Concurrency, DefaultConcurrency)
 	out.Lease = cmp.Or(out.Lease, DefaultLease)
 	out.MaxAttempts = cmp.Or(out.MaxAttempts, DefaultMaxAttempts)
 	out.MaxBackoff = cmp.Or(out.MaxBackoff, DefaultMaxBackoff)
@@ -182,6 +193,8 @@ func (c *RelayConfig) Validate() error {
 	switch {
 	case c.BatchSize < 0:
 		return fmt.Errorf("omnibox: RelayConfig.BatchSize must not be negative, got %d", c.BatchSize)
+	case c.Concurrency < 0 || c.Concurrency > Partitions:
+		return fmt.Errorf("omnibox: RelayConfig.Concurrency must be between 0 (the default) and %d, got %d", Partitions, c.Concurrency)
 	case c.BreakerThreshold < 0:
 		return fmt.Errorf("omnibox: RelayConfig.BreakerThreshold must not be negative, got %d", c.BreakerThreshold)
 	case c.MaxAttempts < 0:
@@ -198,6 +211,8 @@ func (c *RelayConfig) Validate() error {
 		return fmt.Errorf("omnibox: RelayConfig.OnDead must be DeadBlocksKey or DeadSkipsKey, got %s", c.OnDead)
 	case len(c.ID) > 100:
 		return fmt.Errorf("omnibox: RelayConfig.ID must be at most 100 bytes, got %d", len(c.ID))
+	case strings.Contains(c.ID, "/"):
+		return fmt.Errorf("omnibox: RelayConfig.ID must not contain %q, got %q", "/", c.ID)
 	}
 	return nil
 }
@@ -238,10 +253,47 @@ type Relay struct {
 	closeOnce sync.Once
 	closed    chan struct{}
 
-	// Circuit breaker state; used by the running loop only.
-	brokerFailures int  // consecutive batches that failed as a whole
-	breakerOpens   int  // consecutive openings without a success
-	breakerOpen    bool // open or half-open: failures cost no attempts
+	// mu guards the state shared by the lanes of Run: the circuit breaker
+	// and the count of lanes failing to reach the database.
+	mu             sync.Mutex
+	brokerFailures int           // consecutive batches that failed as a whole
+	breakerOpens   int           // consecutive openings without a success
+	breakerOpen    bool          // open or half-open: failures cost no attempts
+	breakerProber  int           // the lane that probes the broker while open
+	breakerClosed  chan struct{} // closed when the breaker closes
+	dbFailing      int           // lanes whose last database access failed
+	dbFailures     int           // database failures since no lane failed
+}
+
+// lane is one of the batch loops of [Relay.Run]: its claims are owned by
+// prefix + batch number, and it counts as relay id among the live relays.
+// A claim may take over the partitions still leased to owners starting with
+// prefix: the lane's own earlier claims (whose outcome could not be
+// written), or its predecessor's in a process that died. With takeover set
+// it takes over those of every lane of the relay ID: only when no other lane
+// has a batch in flight (Drain, the first batch of Run).
+type lane struct {
+	index    int
+	id       string // the relay ID, or ID/index with several lanes
+	prefix   string // id + "/"
+	takeover bool
+}
+
+// ownerPrefix returns the prefix of the owners whose leases l's claims take
+// over.
+func (r *Relay) ownerPrefix(l lane) string {
+	if l.takeover {
+		return r.config.ID + "/"
+	}
+	return l.prefix
+}
+
+func (r *Relay) lane(i int) lane {
+	id := r.config.ID
+	if r.config.Concurrency > 1 {
+		id += "/" + strconv.Itoa(i)
+	}
+	return lane{index: i, id: id, prefix: id + "/"}
 }
 
 type relayCounters struct {
@@ -310,6 +362,9 @@ func NewRelay(db *sql.DB, store RelayStore, publisher message.Publisher, config 
 	if o, ok := store.(RelayTxOptioner); ok {
 		r.txOptions = o.RelayTxOptions()
 	}
+	if l, ok := store.(RelayConcurrencyLimiter); ok {
+		r.config.Concurrency = max(1, min(r.config.Concurrency, l.RelayConcurrencyLimit()))
+	}
 	return r, nil
 }
 
@@ -331,9 +386,23 @@ func (r *Relay) Stats() RelayStats {
 	}
 }
 
-func (r *Relay) setBreaker(open bool) {
-	r.breakerOpen = open
-	r.stats.breakerOpenNow.Store(open)
+// breakerIsOpen reports whether the breaker is open or half-open.
+func (r *Relay) breakerIsOpen() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.breakerOpen
+}
+
+// breakerWait returns, while the breaker is open, a channel closed when it
+// closes, for the lanes other than the one probing the broker; nil
+// otherwise.
+func (r *Relay) breakerWait(l lane) <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.breakerOpen && r.breakerProber != l.index {
+		return r.breakerClosed
+	}
+	return nil
 }
 
 // Notify wakes the relay to look for events now instead of at its next poll.
@@ -403,9 +472,52 @@ func (r *Relay) Run(ctx context.Context) error {
 			r.purgeLoop(ctx, purger, log)
 		}()
 	}
-	dbFailures := 0
+	// The first lane's first batch takes over what a predecessor with this
+	// ID left behind, in any lane; the other lanes start after it.
+	var lanes sync.WaitGroup
+	first, started := r.lane(0), make(chan struct{})
+	first.takeover = true
+	lanes.Go(func() { r.runLane(ctx, first, log, sync.OnceFunc(func() { close(started) })) })
+	for i := 1; i < r.config.Concurrency; i++ {
+		lanes.Go(func() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-started:
+			}
+			r.runLane(ctx, r.lane(i), log, nil)
+		})
+	}
+	lanes.Wait()
+	cancel()
+	if purgeDone != nil {
+		<-purgeDone
+	}
+	log.InfoContext(context.WithoutCancel(ctx), "omnibox relay stopped")
+	return nil
+}
+
+// runLane relays batch after batch until ctx ends. afterFirst, when not
+// nil, is called after its first batch (and when it returns).
+func (r *Relay) runLane(ctx context.Context, l lane, log *slog.Logger, afterFirst func()) {
+	if afterFirst != nil {
+		defer afterFirst()
+	}
+	dbFailed := false
 	for ctx.Err() == nil {
-		out, err := r.relayBatch(ctx)
+		if closed := r.breakerWait(l); closed != nil {
+			// Another lane probes the broker.
+			select {
+			case <-ctx.Done():
+			case <-closed:
+			}
+			continue
+		}
+		out, err := r.relayBatch(ctx, l)
+		if l.takeover {
+			l.takeover = false
+			afterFirst()
+		}
 		var wait time.Duration
 		wakeable := true
 		switch {
@@ -413,38 +525,61 @@ func (r *Relay) Run(ctx context.Context) error {
 			// Stopping: the error is the cancellation.
 		case err != nil:
 			// The database failed (claiming or recording the outcome).
-			dbFailures++
 			r.stats.failures.Add(1)
-			wait = backoff(r.config.MinBackoff, r.config.MaxBackoff, dbFailures)
-			if dbFailures == 1 {
-				log.ErrorContext(ctx, "omnibox relay cannot reach the outbox table; retrying", slog.Any("error", err), slog.Duration("backoff", wait))
-			}
+			wait = r.dbFailed(ctx, log, err, &dbFailed)
 			wakeable = false
 		case out.claimed == 0:
 			wait = r.config.PollInterval
 		case out.brokerDown:
 			r.stats.failures.Add(1)
-			wait = r.brokerFailed(ctx, log, out.err)
+			wait = r.brokerFailed(ctx, log, l, out.err)
 			wakeable = false
 		default:
 			// A batch went through (some of it at least): the broker is up,
-			// and there may be more to claim at once.
+			// and there may be more to claim at once; a full batch wakes
+			// another lane to claim beside this one.
 			r.brokerRecovered(ctx, log)
+			if out.claimed >= r.config.BatchSize && r.config.Concurrency > 1 {
+				r.Notify()
+			}
 		}
-		if err == nil && dbFailures > 0 {
-			log.InfoContext(ctx, "omnibox relay reaches the outbox table again", slog.Int("failures", dbFailures))
-			dbFailures = 0
+		if err == nil && dbFailed {
+			r.dbRecovered(ctx, log, &dbFailed)
 		}
 		if wait > 0 {
 			r.sleep(ctx, wait, wakeable)
 		}
 	}
-	cancel()
-	if purgeDone != nil {
-		<-purgeDone
+}
+
+// dbFailed records a lane's failure to reach the database and returns how
+// long it waits. The first lane to fail logs it.
+func (r *Relay) dbFailed(ctx context.Context, log *slog.Logger, err error, failed *bool) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !*failed {
+		*failed = true
+		r.dbFailing++
+		if r.dbFailing == 1 {
+			r.dbFailures = 0
+			log.ErrorContext(ctx, "omnibox relay cannot reach the outbox table; retrying", slog.Any("error", err))
+		}
 	}
-	log.InfoContext(context.WithoutCancel(ctx), "omnibox relay stopped")
-	return nil
+	r.dbFailures++
+	return backoff(r.config.MinBackoff, r.config.MaxBackoff, r.dbFailures)
+}
+
+// dbRecovered records a lane's success after a failure; the last lane to
+// recover logs it.
+func (r *Relay) dbRecovered(ctx context.Context, log *slog.Logger, failed *bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	*failed = false
+	r.dbFailing--
+	if r.dbFailing == 0 {
+		log.InfoContext(ctx, "omnibox relay reaches the outbox table again", slog.Int("failures", r.dbFailures))
+		r.dbFailures = 0
+	}
 }
 
 // sleep waits for d, ctx's end, or (when wakeable) a Notify.
@@ -464,15 +599,23 @@ func (r *Relay) sleep(ctx context.Context, d time.Duration, wakeable bool) {
 
 // brokerFailed counts a batch that failed whole and returns how long to
 // pause: at once when the breaker stays closed, the cooldown when it opens.
-func (r *Relay) brokerFailed(ctx context.Context, log *slog.Logger, err error) time.Duration {
+func (r *Relay) brokerFailed(ctx context.Context, log *slog.Logger, l lane, err error) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.brokerFailures++
 	if !r.breakerOpen && r.brokerFailures < r.config.BreakerThreshold {
 		return backoff(r.config.MinBackoff, r.config.MaxBackoff, r.brokerFailures)
 	}
+	if r.breakerOpen && r.breakerProber != l.index {
+		// A batch claimed before the breaker opened: its lane now waits for
+		// the probing lane.
+		return 0
+	}
 	r.breakerOpens++
 	wait := backoff(r.config.BreakerCooldown, r.config.MaxBackoff, r.breakerOpens)
 	if !r.breakerOpen {
-		r.setBreaker(true)
+		r.breakerOpen, r.breakerProber, r.breakerClosed = true, l.index, make(chan struct{})
+		r.stats.breakerOpenNow.Store(true)
 		r.stats.breakerOpens.Add(1)
 		log.WarnContext(ctx, "omnibox relay paused: the broker looks down (circuit breaker open); events keep their attempts",
 			slog.Any("error", err), slog.Int("failed_batches", r.brokerFailures), slog.Duration("probe_in", wait))
@@ -482,11 +625,15 @@ func (r *Relay) brokerFailed(ctx context.Context, log *slog.Logger, err error) t
 
 // brokerRecovered closes the breaker after a batch that went through.
 func (r *Relay) brokerRecovered(ctx context.Context, log *slog.Logger) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.breakerOpen {
 		log.InfoContext(ctx, "omnibox relay resumed: the broker takes events again (circuit breaker closed)",
 			slog.Int("failed_batches", r.brokerFailures))
+		close(r.breakerClosed)
+		r.breakerOpen = false
+		r.stats.breakerOpenNow.Store(false)
 	}
-	r.setBreaker(false)
 	r.brokerFailures, r.breakerOpens = 0, 0
 }
 
@@ -528,8 +675,10 @@ func (r *Relay) Drain(ctx context.Context) (int, error) {
 	}
 	defer r.running.Store(false)
 	total := 0
+	l := r.lane(0)
+	l.takeover = true
 	for {
-		out, err := r.relayBatch(ctx)
+		out, err := r.relayBatch(ctx, l)
 		total += out.published
 		if err != nil {
 			return total, err
@@ -546,9 +695,9 @@ func (r *Relay) Drain(ctx context.Context) (int, error) {
 // relayBatch claims, publishes and records one batch. The error is the
 // database's; what the publisher did is in the outcome. Once a batch is
 // claimed, it is finished even if ctx ends meanwhile.
-func (r *Relay) relayBatch(ctx context.Context) (batchOutcome, error) {
-	owner := r.config.ID + "/" + strconv.FormatInt(r.batchSeq.Add(1), 10)
-	claimed, err := r.claim(ctx, owner)
+func (r *Relay) relayBatch(ctx context.Context, l lane) (batchOutcome, error) {
+	owner := l.prefix + strconv.FormatInt(r.batchSeq.Add(1), 10)
+	claimed, err := r.claim(ctx, l, owner)
 	if err != nil || len(claimed) == 0 {
 		return batchOutcome{}, err
 	}
@@ -564,7 +713,7 @@ func (r *Relay) relayBatch(ctx context.Context) (batchOutcome, error) {
 	// the broker rather than of the events; so does any failure while the
 	// breaker is open. Such failures cost no attempt.
 	out.brokerDown = len(res.delivered) == 0 && len(res.failed) > 0
-	if out.brokerDown && (res.failedKeys > 1 || r.breakerOpen) {
+	if out.brokerDown && (res.failedKeys > 1 || r.breakerIsOpen()) {
 		for _, f := range res.failed {
 			params.Released = append(params.Released, f.ev.Seq)
 		}
@@ -604,7 +753,7 @@ func (r *Relay) relayBatch(ctx context.Context) (batchOutcome, error) {
 	return out, nil
 }
 
-func (r *Relay) claim(ctx context.Context, owner string) ([]ClaimedEvent, error) {
+func (r *Relay) claim(ctx context.Context, l lane, owner string) ([]ClaimedEvent, error) {
 	tx, err := r.db.BeginTx(ctx, r.txOptions)
 	if err != nil {
 		return nil, fmt.Errorf("omnibox: claim: begin: %w", err)
@@ -615,8 +764,8 @@ func (r *Relay) claim(ctx context.Context, owner string) ([]ClaimedEvent, error)
 		Lease:       r.config.Lease,
 		Limit:       r.config.BatchSize,
 		Owner:       owner,
-		OwnerPrefix: r.config.ID + "/",
-		Relay:       r.config.ID,
+		OwnerPrefix: r.ownerPrefix(l),
+		Relay:       l.id,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("omnibox: claim: %w", err)

@@ -103,6 +103,7 @@ func TestNewRelayValidates(t *testing.T) {
 		{BatchSize: -1}, {Lease: time.Millisecond}, {MinBackoff: time.Minute, MaxBackoff: time.Second}, {PollInterval: -1},
 		{MaxAttempts: -1}, {BreakerThreshold: -1}, {BreakerCooldown: -time.Second}, {RetryMinDelay: -1},
 		{RetryMinDelay: time.Hour, RetryMaxDelay: time.Minute}, {OnDead: 7}, {PurgeInterval: -1}, {PurgeBatchSize: -1},
+		{Concurrency: -1}, {Concurrency: omnibox.Partitions + 1}, {ID: "pod/7"},
 	} {
 		_, err = omnibox.NewRelay(b.db, b.store, b.pubsub, &c)
 		require.ErrorContains(t, err, "RelayConfig.", "%+v", c)
@@ -437,6 +438,133 @@ func TestRelayTakesOverExpiredAndOwnClaims(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
 	require.Equal(t, "stranded", string(receive(t, b.messages, 1)[0].Payload))
+
+	// So does Run, whose first batch takes over the claims of every lane of
+	// its predecessor.
+	b.write(t, omnibox.Event{Topic: "t", Key: "k", Payload: []byte("stranded again")})
+	tx, err = b.db.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	res, err = b.store.Claim(ctx, tx, omnibox.ClaimParams{Lease: time.Hour, Limit: 10, Owner: "dead/1/7"})
+	require.NoError(t, err)
+	require.Len(t, res.Events, 1)
+	require.NoError(t, tx.Commit())
+	again, err := omnibox.NewRelay(b.db, b.store, b.pubsub, &omnibox.RelayConfig{ID: "dead", Concurrency: 2, PollInterval: time.Hour})
+	require.NoError(t, err)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- again.Run(runCtx) }()
+	require.Equal(t, "stranded again", string(receive(t, b.messages, 1)[0].Payload))
+	cancel()
+	require.NoError(t, <-done)
+}
+
+// overlapPublisher records how many Publish calls are in flight at once.
+// Each call waits (up to hold) for another one to be in flight, so that
+// batches of concurrent lanes meet.
+type overlapPublisher struct {
+	next      message.Publisher
+	hold      time.Duration
+	mu        sync.Mutex
+	cond      *sync.Cond
+	inFlight  int
+	maxFlight int
+}
+
+func (p *overlapPublisher) Publish(topic string, msgs ...*message.Message) error {
+	p.mu.Lock()
+	p.inFlight++
+	p.maxFlight = max(p.maxFlight, p.inFlight)
+	p.cond.Broadcast()
+	deadline := time.Now().Add(p.hold)
+	stop := time.AfterFunc(p.hold, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.cond.Broadcast()
+	})
+	for p.inFlight < 2 && time.Now().Before(deadline) {
+		p.cond.Wait()
+	}
+	stop.Stop()
+	p.mu.Unlock()
+	err := p.next.Publish(topic, msgs...)
+	p.mu.Lock()
+	p.inFlight--
+	p.mu.Unlock()
+	return err
+}
+
+func (p *overlapPublisher) Close() error { return nil }
+
+// limitedStore is a store that asks for one batch in flight at a time.
+type limitedStore struct{ *postgres.Store }
+
+func (limitedStore) RelayConcurrencyLimit() int { return 1 }
+
+func TestRelayConcurrencyKeepsKeyOrder(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name        string
+		concurrency int
+		limited     bool
+		want        int // most Publish calls in flight at once
+	}{
+		{"Concurrency 3", 3, false, 3},
+		{"Concurrency 1", 1, false, 1},
+		{"store limits to 1", 4, true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			b := setupRelay(t, "t")
+			// 200 keys fill every partition, so that each lane leases its
+			// own.
+			const total = 1200
+			events := make([]omnibox.Event, total)
+			for i := range events {
+				events[i] = omnibox.Event{Topic: "t", Key: fmt.Sprintf("k%d", i%200), Payload: fmt.Appendf(nil, "%d", i)}
+			}
+			b.write(t, events...)
+			pub := &overlapPublisher{next: b.pubsub, hold: 100 * time.Millisecond}
+			pub.cond = sync.NewCond(&pub.mu)
+			var store omnibox.RelayStore = b.store
+			if tc.limited {
+				store = limitedStore{b.store}
+			}
+			relay, err := omnibox.NewRelay(b.db, store, pub, &omnibox.RelayConfig{BatchSize: 100, Concurrency: tc.concurrency, PollInterval: 5 * time.Millisecond})
+			require.NoError(t, err)
+			runCtx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- relay.Run(runCtx) }()
+			got := receive(t, b.messages, total)
+			require.Eventually(t, func() bool { return b.pending(t) == 0 }, 10*time.Second, time.Millisecond)
+			cancel()
+			require.NoError(t, <-done)
+
+			seen := map[string]bool{}
+			last := map[string]int{}
+			for _, m := range got {
+				require.False(t, seen[m.UUID], "event %s published twice", m.UUID)
+				seen[m.UUID] = true
+				var i int
+				_, err := fmt.Sscan(string(m.Payload), &i)
+				require.NoError(t, err)
+				k := m.Metadata.Get(omnibox.MetadataKey)
+				if prev, ok := last[k]; ok {
+					require.Greater(t, i, prev, "key %s out of order", k)
+				}
+				last[k] = i
+			}
+			pub.mu.Lock()
+			defer pub.mu.Unlock()
+			if tc.want == 1 {
+				require.Equal(t, 1, pub.maxFlight, "batches overlapped")
+			} else {
+				require.GreaterOrEqual(t, pub.maxFlight, 2, "no two batches were ever in flight at once")
+				require.LessOrEqual(t, pub.maxFlight, tc.want, "more batches in flight than Concurrency")
+			}
+			require.EqualValues(t, total, relay.Stats().Published)
+		})
+	}
 }
 
 func TestRelayConcurrentRelaysPublishEachEventOnce(t *testing.T) {

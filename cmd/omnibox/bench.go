@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 
+	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/internal/kafkatest"
 	"github.com/omnibox-go/omnibox/publisher"
 )
@@ -43,6 +45,7 @@ type benchConfig struct {
 	dsn        string
 	fwdBudget  time.Duration
 	keys       int
+	lanes      []int // RelayConfig.Concurrency values of the drain
 	latencyFor time.Duration
 	modes      []string
 	payload    int
@@ -60,10 +63,11 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	fs := flag.NewFlagSet("omnibox bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c := &benchConfig{}
-	var backlogs, broker, modes, rates, relays, sections, variants string
+	var backlogs, broker, concurrency, modes, rates, relays, sections, variants string
 	fs.StringVar(&c.dsn, "dsn", "", "database: postgres://…, mysql://USER@tcp(HOST:PORT)/DB or sqlite:PATH (a fresh temporary file is used); empty runs PostgreSQL at postgres://postgres@127.0.0.1:5432/test?sslmode=disable and MySQL/MariaDB at mysql://root@tcp(127.0.0.1:3306)/test")
 	fs.StringVar(&backlogs, "backlogs", "10000,100000,1000000", "comma-separated backlog sizes (events) to drain, each at most 1000000; the first is the denominator of the backlog ratios")
 	fs.StringVar(&relays, "relays", "1,2,4", "comma-separated numbers of relays draining one outbox together, each at most 64")
+	fs.StringVar(&concurrency, "concurrency", strconv.Itoa(omnibox.DefaultConcurrency), "drain: comma-separated RelayConfig.Concurrency values (batches in flight per relay), each at most 64; every number of relays is drained with each")
 	fs.IntVar(&c.runs, "runs", 3, "runs of each measurement; the median is reported")
 	fs.StringVar(&broker, "broker", "both", "gochannel, kafka (in-process kfake, or $"+kafkatest.BrokersEnv+" when set) or both")
 	fs.IntVar(&c.payload, "payload", 200, "event payload size in bytes")
@@ -103,6 +107,9 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	if c.relays, err = parseInts("relays", relays, 1, 64); err != nil {
 		return nil, err
 	}
+	if c.lanes, err = parseInts("concurrency", concurrency, 1, omnibox.Partitions); err != nil {
+		return nil, err
+	}
 	if c.rates, err = parseInts("rates", rates, 1, 50_000); err != nil {
 		return nil, err
 	}
@@ -140,8 +147,8 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 
 // effective renders the settings in force, defaults included.
 func (c *benchConfig) effective() string {
-	return fmt.Sprintf("-dsn=%q -sections=%s -backlogs=%s -relays=%s -runs=%d -broker=%s -payload=%d -keys=%d -rates=%s -modes=%s -latency-duration=%s -writer-variants=%s -writer-duration=%s -writers=%d -forwarder-budget=%s",
-		c.dsn, strings.Join(c.sections, ","), joinInts(c.backlogs), joinInts(c.relays), c.runs, strings.Join(c.brokers, ","), c.payload, c.keys,
+	return fmt.Sprintf("-dsn=%q -sections=%s -backlogs=%s -relays=%s -concurrency=%s -runs=%d -broker=%s -payload=%d -keys=%d -rates=%s -modes=%s -latency-duration=%s -writer-variants=%s -writer-duration=%s -writers=%d -forwarder-budget=%s",
+		c.dsn, strings.Join(c.sections, ","), joinInts(c.backlogs), joinInts(c.relays), joinInts(c.lanes), c.runs, strings.Join(c.brokers, ","), c.payload, c.keys,
 		joinInts(c.rates), strings.Join(c.modes, ","), c.latencyFor, strings.Join(c.variants, ","), c.writerFor, c.writers, c.fwdBudget)
 }
 
@@ -232,8 +239,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 		fmt.Fprintf(stdout, "  database  %s %s\n", t.name, t.version)
 	}
 	fmt.Fprintf(stdout, "  kafka     %s; topics of %d partitions; publisher.NewKafka (acks=all, idempotent)\n", kafkaDesc, benchPartition)
-	fmt.Fprintf(stdout, "  relays    Relay.Run, BatchSize %d, other settings default (PollInterval %s); backlog of %d-byte events over %d keys, filled with Store.Insert in transactions of %d, %d at a time (not timed)\n\n",
-		benchBatch, 100*time.Millisecond, cfg.payload, cfg.keys, benchFillTx, benchFillWorkers)
+	fmt.Fprintf(stdout, "  relays    Relay.Run, BatchSize %d, other settings default (Concurrency %d, PollInterval %s); backlog of %d-byte events over %d keys, filled with Store.Insert in transactions of %d, %d at a time (not timed)\n\n",
+		benchBatch, omnibox.DefaultConcurrency, 100*time.Millisecond, cfg.payload, cfg.keys, benchFillTx, benchFillWorkers)
 
 	start := time.Now()
 	for _, t := range targets {
@@ -315,16 +322,16 @@ func (b *bench) runOnce(ctx context.Context, t *benchTarget, run int) error {
 		}
 		for _, broker := range b.cfg.brokers {
 			if b.cfg.has("drain") {
-				for _, k := range b.cfg.relays {
+				for _, k := range b.cfg.cases() {
 					res, err := b.drain(ctx, t, broker, n, k)
 					if err != nil {
-						if err := failed(fmt.Sprintf("drain of %d events to %s, %s", n, broker, relaysVariant(k)), err); err != nil {
+						if err := failed(fmt.Sprintf("drain of %d events to %s, %s", n, broker, k), err); err != nil {
 							return err
 						}
 						continue
 					}
-					res.record(b.samples, benchKey{t.name, broker, "drain", relaysVariant(k), n}, run)
-					logf("drain %d events to %s, %s: %.0f events/s (%s)", n, broker, relaysVariant(k), res.rate, res.breakdown())
+					res.record(b.samples, benchKey{t.name, broker, "drain", k.String(), n}, run)
+					logf("drain %d events to %s, %s: %.0f events/s (%s)", n, broker, k, res.rate, res.breakdown())
 				}
 			}
 			if b.cfg.has("forwarder") && t.dialect != "sqlite" {
@@ -414,11 +421,33 @@ func (b *bench) forwarderStep(ctx context.Context, t *benchTarget, broker string
 	return nil
 }
 
-func relaysVariant(k int) string {
-	if k == 1 {
-		return "1 relay"
+// drainCase is a number of relays draining together, each with
+// RelayConfig.Concurrency lanes.
+type drainCase struct{ relays, lanes int }
+
+// String names the case: "2 relays", with the lanes when they are not the
+// default ("1 relay, Concurrency 1").
+func (k drainCase) String() string {
+	name := fmt.Sprintf("%d relays", k.relays)
+	if k.relays == 1 {
+		name = "1 relay"
 	}
-	return fmt.Sprintf("%d relays", k)
+	if k.lanes != omnibox.DefaultConcurrency {
+		name += fmt.Sprintf(", Concurrency %d", k.lanes)
+	}
+	return name
+}
+
+// cases returns the drain cases: every number of relays with each
+// Concurrency.
+func (c *benchConfig) cases() []drainCase {
+	var out []drainCase
+	for _, lanes := range c.lanes {
+		for _, k := range c.relays {
+			out = append(out, drainCase{k, lanes})
+		}
+	}
+	return out
 }
 
 // countingPublisher wraps a publisher: it counts the messages published, the

@@ -106,7 +106,7 @@ func (s *timedStore) Complete(ctx context.Context, tx omnibox.DBTX, params omnib
 // drainResult is one timed drain: its rate and where the relays' time went.
 type drainResult struct {
 	rate float64 // events/s
-	// Shares of the relays' wall time (elapsed × relays) spent in the
+	// Shares of the lanes' wall time (elapsed × relays × Concurrency) spent in the
 	// store's Claim, the publisher's Publish and the store's Complete; the
 	// rest is transaction begin/commit, the relay's own work and idling.
 	claimShare, publishShare, completeShare float64
@@ -133,7 +133,8 @@ func (r drainResult) record(s *benchSamples, k benchKey, run int) {
 // drain fills a backlog of n events on fresh tables, then times relays
 // separate Relays (distinct IDs, default settings but BatchSize) running
 // together until they have published and deleted all n events.
-func (b *bench) drain(ctx context.Context, t *benchTarget, broker string, n, relays int) (drainResult, error) {
+func (b *bench) drain(ctx context.Context, t *benchTarget, broker string, n int, k drainCase) (drainResult, error) {
+	relays := k.relays
 	env, err := t.fresh(ctx, freshOptions{})
 	if err != nil {
 		return drainResult{}, err
@@ -154,9 +155,10 @@ func (b *bench) drain(ctx context.Context, t *benchTarget, broker string, n, rel
 	rs := make([]*omnibox.Relay, relays)
 	for i := range rs {
 		rs[i], err = omnibox.NewRelay(env.db, store, counted, &omnibox.RelayConfig{
-			BatchSize: benchBatch,
-			ID:        fmt.Sprintf("bench-%d-%d-%d", n, relays, i+1),
-			Logger:    b.logger,
+			BatchSize:   benchBatch,
+			Concurrency: k.lanes,
+			ID:          fmt.Sprintf("bench-%d-%d-%d-%d", n, relays, k.lanes, i+1),
+			Logger:      b.logger,
 		})
 		if err != nil {
 			return drainResult{}, err
@@ -217,7 +219,7 @@ func (b *bench) drain(ctx context.Context, t *benchTarget, broker string, n, rel
 			fmt.Fprintf(b.progress, "bench: relay %s: %d failures, %d lost leases, %d retries\n", r.ID(), st.Failures, st.LostLeases, st.Retries)
 		}
 	}
-	wall := float64(elapsed) * float64(relays)
+	wall := float64(elapsed) * float64(relays*k.lanes)
 	nonEmpty := store.claims.Load() - store.emptyClaims.Load()
 	return drainResult{
 		rate:          float64(n) / elapsed.Seconds(),

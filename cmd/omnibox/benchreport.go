@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/omnibox-go/omnibox"
 )
 
 // report prints the medians, the ratios (each the median of the per-run
@@ -54,22 +56,26 @@ func (b *bench) report(w io.Writer, targets []*benchTarget) error {
 	}
 
 	if b.cfg.has("drain") || b.cfg.has("forwarder") {
-		fmt.Fprintln(w, "drain: events/s until the outbox is empty; where the relays' time went (share of relays × wall time)")
+		fmt.Fprintln(w, "drain: events/s until the outbox is empty; where the relays' time went (share of lanes × wall time: relays × Concurrency batch loops)")
 		fmt.Fprintln(tw, left("database", "broker", "backlog", "relays", "events/s", "events/claim", "empty claims", "in Claim", "in Publish", "in Complete"))
 		for _, t := range targets {
 			for _, broker := range b.cfg.brokers {
 				for _, n := range b.cfg.backlogs {
 					if b.cfg.has("drain") {
-						for _, k := range b.cfg.relays {
-							key := benchKey{t.name, broker, "drain", relaysVariant(k), n}
+						for _, k := range b.cfg.cases() {
+							key := benchKey{t.name, broker, "drain", k.String(), n}
 							sub := func(metric, format string) string {
-								return val(benchKey{t.name, broker, metric, relaysVariant(k), n}, format)
+								return val(benchKey{t.name, broker, metric, k.String(), n}, format)
 							}
-							fmt.Fprintln(tw, left(t.name, broker, strconv.Itoa(n), strconv.Itoa(k), val(key, "%.0f"),
+							relays := strconv.Itoa(k.relays)
+							if k.lanes != omnibox.DefaultConcurrency {
+								relays += fmt.Sprintf(" (Concurrency %d)", k.lanes)
+							}
+							fmt.Fprintln(tw, left(t.name, broker, strconv.Itoa(n), relays, val(key, "%.0f"),
 								sub("drain batch", "%.0f"), sub("drain empty claims", "%.0f"),
-								pct(s, benchKey{t.name, broker, "drain claim share", relaysVariant(k), n}),
-								pct(s, benchKey{t.name, broker, "drain publish share", relaysVariant(k), n}),
-								pct(s, benchKey{t.name, broker, "drain complete share", relaysVariant(k), n})))
+								pct(s, benchKey{t.name, broker, "drain claim share", k.String(), n}),
+								pct(s, benchKey{t.name, broker, "drain publish share", k.String(), n}),
+								pct(s, benchKey{t.name, broker, "drain complete share", k.String(), n})))
 						}
 					}
 					if b.cfg.has("forwarder") && t.dialect != "sqlite" {
@@ -97,27 +103,32 @@ func (b *bench) report(w io.Writer, targets []*benchTarget) error {
 	if b.cfg.has("drain") {
 		fmt.Fprintln(w, "drain ratios")
 		fmt.Fprintln(tw, left("database", "broker", "ratio", "N", "value"))
-		first, k1 := b.cfg.backlogs[0], b.cfg.relays[0]
+		first := b.cfg.backlogs[0]
 		for _, t := range targets {
 			for _, broker := range b.cfg.brokers {
-				drain := func(k, n int) benchKey { return benchKey{t.name, broker, "drain", relaysVariant(k), n} }
-				for _, k := range b.cfg.relays {
+				drain := func(k drainCase, n int) benchKey { return benchKey{t.name, broker, "drain", k.String(), n} }
+				for _, k := range b.cfg.cases() {
 					for _, n := range b.cfg.backlogs[1:] {
-						fmt.Fprintln(tw, left(t.name, broker, fmt.Sprintf("%s: drain %d / drain %d", relaysVariant(k), n, first), "", ratio(drain(k, n), drain(k, first))))
+						fmt.Fprintln(tw, left(t.name, broker, fmt.Sprintf("%s: drain %d / drain %d", k, n, first), "", ratio(drain(k, n), drain(k, first))))
 					}
 				}
 				for _, n := range b.cfg.backlogs {
-					for _, k := range b.cfg.relays[1:] {
-						fmt.Fprintln(tw, left(t.name, broker, fmt.Sprintf("%s / %s", relaysVariant(k), relaysVariant(k1)), strconv.Itoa(n), ratio(drain(k, n), drain(k1, n))))
+					for _, k := range b.cfg.cases() {
+						if k1 := (drainCase{b.cfg.relays[0], k.lanes}); k.relays != k1.relays {
+							fmt.Fprintln(tw, left(t.name, broker, fmt.Sprintf("%s / %s", k, k1), strconv.Itoa(n), ratio(drain(k, n), drain(k1, n))))
+						}
+						if k1 := (drainCase{k.relays, b.cfg.lanes[0]}); k.lanes != k1.lanes {
+							fmt.Fprintln(tw, left(t.name, broker, fmt.Sprintf("%s / %s", k, k1), strconv.Itoa(n), ratio(drain(k, n), drain(k1, n))))
+						}
 					}
 					if b.cfg.has("forwarder") && t.dialect != "sqlite" {
-						for _, k := range b.cfg.relays {
-							fmt.Fprintln(tw, left(t.name, broker, relaysVariant(k)+" / Forwarder", strconv.Itoa(n), ratio(drain(k, n), benchKey{t.name, broker, "forwarder", "", n})))
+						for _, k := range b.cfg.cases() {
+							fmt.Fprintln(tw, left(t.name, broker, k.String()+" / Forwarder", strconv.Itoa(n), ratio(drain(k, n), benchKey{t.name, broker, "forwarder", "", n})))
 						}
 					}
 					if b.cfg.has("ceiling") {
-						for _, k := range b.cfg.relays {
-							fmt.Fprintln(tw, left(t.name, broker, relaysVariant(k)+" / min(db, broker ceiling)", strconv.Itoa(n), b.ceilingRatio(t, broker, k, n)))
+						for _, k := range b.cfg.cases() {
+							fmt.Fprintln(tw, left(t.name, broker, k.String()+" / min(db, broker ceiling)", strconv.Itoa(n), b.ceilingRatio(t, broker, k, n)))
 						}
 					}
 				}
@@ -201,19 +212,19 @@ func pct(s *benchSamples, k benchKey) string {
 
 // ceilingRatio is the median over runs of drain / min(db ceiling, broker
 // ceiling), all of the same run and N.
-func (b *bench) ceilingRatio(t *benchTarget, broker string, relays, n int) string {
-	v, ok := b.ceilingRatioValue(t, broker, relays, n)
+func (b *bench) ceilingRatio(t *benchTarget, broker string, k drainCase, n int) string {
+	v, ok := b.ceilingRatioValue(t, broker, k, n)
 	if !ok {
 		return "-"
 	}
 	return strconv.FormatFloat(v, 'f', 2, 64)
 }
 
-func (b *bench) ceilingRatioValue(t *benchTarget, broker string, relays, n int) (float64, bool) {
+func (b *bench) ceilingRatioValue(t *benchTarget, broker string, k drainCase, n int) (float64, bool) {
 	s := b.samples
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	d := s.values[benchKey{t.name, broker, "drain", relaysVariant(relays), n}]
+	d := s.values[benchKey{t.name, broker, "drain", k.String(), n}]
 	db := s.values[benchKey{t.name, "-", "db ceiling", "", n}]
 	br := s.values[benchKey{t.name, broker, "broker ceiling", "", n}]
 	ceiling := map[int]float64{}
@@ -238,23 +249,26 @@ func (b *bench) reportTargets(w io.Writer, targets []*benchTarget) error {
 	first, last := b.cfg.backlogs[0], b.cfg.backlogs[len(b.cfg.backlogs)-1]
 	for _, t := range targets {
 		for _, broker := range b.cfg.brokers {
-			for _, k := range b.cfg.relays {
-				drain := func(n int) benchKey { return benchKey{t.name, broker, "drain", relaysVariant(k), n} }
+			for _, k := range b.cfg.cases() {
+				drain := func(n int) benchKey { return benchKey{t.name, broker, "drain", k.String(), n} }
 				if slices.Contains(b.cfg.backlogs, 100_000) {
 					if v, ok := s.ratio(drain(100_000), benchKey{t.name, broker, "forwarder", "", 100_000}); ok {
-						row("drain >= 10x Forwarder at 100k", t, broker, relaysVariant(k)+" / Forwarder", v, v >= 10)
+						row("drain >= 10x Forwarder at 100k", t, broker, k.String()+" / Forwarder", v, v >= 10)
 					}
 				}
 				if last != first {
 					if v, ok := s.ratio(drain(last), drain(first)); ok {
-						row(fmt.Sprintf("drain %d / %d within ±20 %%", last, first), t, broker, relaysVariant(k), v, v >= 0.8 && v <= 1.2)
+						row(fmt.Sprintf("drain %d / %d within ±20 %%", last, first), t, broker, k.String(), v, v >= 0.8 && v <= 1.2)
 					}
 				}
 			}
 			if t.dialect == "postgres" && broker == "kafka" && slices.Contains(b.cfg.relays, 1) {
-				for _, n := range b.cfg.backlogs {
-					if v, ok := b.ceilingRatioValue(t, broker, 1, n); ok {
-						row(">= 1/2 of raw ceiling, one relay", t, broker, fmt.Sprintf("%d: drain / min(db, broker ceiling)", n), v, v >= 0.5)
+				for _, lanes := range b.cfg.lanes {
+					k := drainCase{1, lanes}
+					for _, n := range b.cfg.backlogs {
+						if v, ok := b.ceilingRatioValue(t, broker, k, n); ok {
+							row(">= 1/2 of raw ceiling, one relay", t, broker, fmt.Sprintf("%s, %d: drain / min(db, broker ceiling)", k, n), v, v >= 0.5)
+						}
 					}
 				}
 			}

@@ -285,25 +285,31 @@ func isUniqueViolation(err error) bool {
 // owner prefix) whose oldest claimable event is oldest: one probe of the
 // pending index per partition. picked takes, from each, its oldest claimable
 // events up to an equal share of the limit: an index range scan per
-// partition, whatever the backlog. An event is claimable when it is pending,
-// or waiting for a retry that is due, and no earlier event of its key is
-// waiting or (with $6) dead. The partitions that gave events are leased,
+// partition, whatever the backlog, with the events' columns (so that they
+// are read once). An event is claimable when it is pending, or waiting for a
+// retry that is due, and no earlier event of its key is waiting or (with $6)
+// dead; heads also notes whether the partition holds such a failed event at
+// all, so that picked looks for one per event only where there is one (OFFSET
+// 0 keeps that a probe per partition: without it the planner may turn the
+// EXISTS into a hashed subplan that reads every failed event of the table). The partitions that gave events are leased,
 // each recording the seqs taken from it; the events themselves are only
 // read (marking them would rewrite each row and its index entries).
 func claimSQL(table, parts string) string {
 	const now = "statement_timestamp()"
-	claimable := `(o.state = 0 OR o.next_attempt_at <= ` + now + `)
-          AND (o.event_key = '' OR NOT EXISTS (
+	due := `(o.state = 0 OR o.next_attempt_at <= ` + now + `)`
+	// blocks is whether an event b holds back the later events of its key.
+	const blocks = `b.state IN (1, 2) AND (b.state = 1 OR $6::boolean)`
+	notHeldBack := `(o.event_key = '' OR NOT EXISTS (
               SELECT 1 FROM ` + table + ` b
-              WHERE b.part = o.part AND b.event_key = o.event_key AND b.seq < o.seq
-                AND b.state IN (1, 2) AND (b.state = 1 OR $6::boolean)))`
+              WHERE b.part = o.part AND b.event_key = o.event_key AND b.seq < o.seq AND ` + blocks + `))`
 	return `WITH heads AS (
-    SELECT p.part, h.seq
+    SELECT p.part, h.seq, h.blocked
     FROM ` + parts + ` p
     CROSS JOIN LATERAL (
-        SELECT o.seq FROM ` + table + ` o
+        SELECT o.seq, EXISTS (SELECT 1 FROM ` + table + ` b WHERE b.part = o.part AND ` + blocks + ` OFFSET 0) AS blocked
+        FROM ` + table + ` o
         WHERE o.part = p.part AND o.state IN (0, 1)
-          AND ` + claimable + `
+          AND ` + due + ` AND ` + notHeldBack + `
         ORDER BY o.seq LIMIT 1
     ) h
     WHERE p.claimed_until IS NULL OR p.claimed_until < ` + now + `
@@ -313,12 +319,13 @@ func claimSQL(table, parts string) string {
 ), share AS (
     SELECT ceil($2::float8 / greatest(count(*), 1))::bigint AS n FROM heads
 ), picked AS (
-    SELECT c.seq, c.part
+    SELECT c.*
     FROM heads
     CROSS JOIN LATERAL (
-        SELECT o.seq, o.part FROM ` + table + ` o
+        SELECT o.seq, o.part, o.event_id, o.topic, o.event_key, o.payload, o.metadata, o.created_at, o.attempts
+        FROM ` + table + ` o
         WHERE o.part = heads.part AND o.state IN (0, 1)
-          AND ` + claimable + `
+          AND ` + due + ` AND (NOT heads.blocked OR ` + notHeldBack + `)
         ORDER BY o.seq LIMIT (SELECT n FROM share)
     ) c
     ORDER BY c.seq
@@ -330,8 +337,7 @@ func claimSQL(table, parts string) string {
     WHERE p.part = g.part
 )
 SELECT seq, event_id, topic, event_key, payload, metadata::text, created_at, attempts
-FROM ` + table + `
-WHERE seq = ANY (ARRAY(SELECT seq FROM picked))
+FROM picked
 ORDER BY seq`
 }
 

@@ -499,15 +499,15 @@ func TestClaimReadsAboutLimitRows(t *testing.T) {
 		s, err := New(&Config{Schema: schema, Table: fmt.Sprintf("backlog_%d", backlog)})
 		require.NoError(t, err)
 		require.NoError(t, s.Migrate(ctx, db))
-		// Keys k0..k639, key k<i> in partition i % 64. The last 1% of the
-		// rows are failed events (waiting or dead), later than the claimed
-		// ones: checking that no failed event blocks a claimed one reads
-		// none of them.
+		// Keys k0..k639, key k<i> in partition i % 64. The last 128 rows
+		// are failed events (waiting or dead; two in every partition),
+		// later than the claimed ones: checking that no failed event blocks
+		// a claimed one reads none of them.
 		_, err = db.ExecContext(ctx, `INSERT INTO `+s.table+` (event_id, topic, event_key, payload, created_at, part, state, next_attempt_at, dead_at)
 			SELECT 'event-' || g, 'topic', 'k' || (g % 640), '\x00'::bytea, now(), g % 64,
-				CASE WHEN g > $1 * 99 / 100 THEN 1 + g % 2 ELSE 0 END,
-				CASE WHEN g > $1 * 99 / 100 AND g % 2 = 0 THEN now() + interval '1 hour' END,
-				CASE WHEN g > $1 * 99 / 100 AND g % 2 = 1 THEN now() END
+				CASE WHEN g > $1 - 128 THEN 1 + g % 2 ELSE 0 END,
+				CASE WHEN g > $1 - 128 AND g % 2 = 0 THEN now() + interval '1 hour' END,
+				CASE WHEN g > $1 - 128 AND g % 2 = 1 THEN now() END
 			FROM generate_series(1, $1) g`, backlog)
 		require.NoError(t, err)
 		_, err = db.ExecContext(ctx, "ANALYZE "+s.table)

@@ -75,7 +75,9 @@
 //
 // SQLite has one writer at a time. Several relays on one database file are
 // correct (they share the partitions) but gain little: their claims and
-// completions take turns, and only publishing runs in parallel. All
+// completions take turns, and only publishing runs in parallel; for the
+// same reason a relay runs one batch at a time here
+// ([Store.RelayConcurrencyLimit]). All
 // processes must run on one host, with the file on a local file system (WAL
 // needs shared memory; network file systems are not supported).
 package sqlite

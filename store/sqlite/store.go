@@ -91,6 +91,8 @@ var (
 	_ omnibox.RelayStore      = (*Store)(nil)
 	_ omnibox.DeadLetterStore = (*Store)(nil)
 	_ omnibox.Purger          = (*Store)(nil)
+
+	_ omnibox.RelayConcurrencyLimiter = (*Store)(nil)
 )
 
 // New returns a store for the table named by config. A nil config returns
@@ -577,6 +579,12 @@ func (s *Store) execCount(ctx context.Context, db omnibox.DBTX, query, what stri
 	}
 	return int(n), nil
 }
+
+// RelayConcurrencyLimit returns 1: a relay on SQLite has one batch in
+// flight at a time. SQLite has one writer; a second batch loop would take
+// turns with the first and starve the application's writers of the write
+// lock.
+func (s *Store) RelayConcurrencyLimit() int { return 1 }
 
 // Pending returns the number of events not yet delivered, leased or not:
 // pending or waiting for a retry, dead events excluded. It counts them
