@@ -148,14 +148,24 @@ func New(config *Config) (*Store, error) {
 
 	t, parts := s.table, names.PartsTable
 	s.insertPrefix = "INSERT INTO " + t + " (event_id, topic, event_key, payload, metadata, created_at, part) VALUES "
+	// Before the claim statement, in one round trip: record the relay as
+	// live, drop relays gone for longer than their lease (skipping rows
+	// another transaction holds, so that this never waits on a row while
+	// holding or awaiting the claim lock), count the other live relays, and
+	// take the claim lock; then, for this transaction only, JIT off and an
+	// asynchronous commit (see Claim).
 	s.membersSQL = `WITH seen AS (
     INSERT INTO ` + names.RelaysTable + ` (relay_id, seen_until)
     VALUES ($1, statement_timestamp() + $2::bigint * interval '1 microsecond')
     ON CONFLICT (relay_id) DO UPDATE SET seen_until = EXCLUDED.seen_until
 ), gone AS (
-    DELETE FROM ` + names.RelaysTable + ` WHERE seen_until < statement_timestamp() AND relay_id <> $1
+    DELETE FROM ` + names.RelaysTable + ` WHERE relay_id IN (
+        SELECT relay_id FROM ` + names.RelaysTable + `
+        WHERE seen_until < statement_timestamp() AND relay_id <> $1
+        FOR UPDATE SKIP LOCKED)
 )
-SELECT count(*) FROM ` + names.RelaysTable + ` WHERE seen_until >= statement_timestamp() AND relay_id <> $1`
+SELECT (SELECT count(*) FROM ` + names.RelaysTable + ` WHERE seen_until >= statement_timestamp() AND relay_id <> $1),
+    pg_advisory_xact_lock($3) IS NULL, set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true)`
 	s.claimSQL = claimSQL(t, parts)
 	// Complete touches only the events its claim took ($1 ∩ the seqs the
 	// claim recorded in the partitions still leased to it, $2): once another
@@ -345,16 +355,18 @@ ORDER BY seq`
 // events to params.Owner for params.Lease, following the contract of
 // [omnibox.RelayStore].
 //
-// tx must be a transaction (a *sql.Tx) that the caller commits right after:
-// Claim first takes a transaction-level advisory lock for the table with
-// pg_advisory_xact_lock, waiting while another claim holds it: claims take a
+// tx must be a transaction (a *sql.Tx) that the caller commits right after.
+// Claim first records params.Relay as live, counts the other live relays and
+// takes a transaction-level advisory lock for the table with
+// pg_advisory_xact_lock, waiting while another claim holds it (claims take a
 // few milliseconds, and a relay that found the lock taken must not mistake
-// that for an empty outbox and go idle. Then it records params.Relay as live, counts the live
-// relays, and claims from at most ceil(64 / live relays) partitions. The
-// claim reads about Limit rows of the pending index (plus one per
-// partition) however large the backlog, except the events of a key that
-// wait behind a failed event of it, which it reads and steps over.
-// Sub-second leases are kept to the microsecond.
+// that for an empty outbox and go idle), all in one statement. Then it claims
+// from at most ceil(64 / live relays) partitions. The claim reads about Limit
+// rows of the pending index (plus one per partition) however large the
+// backlog, except the events of a key that wait behind a failed event of
+// it, which it reads and steps over. The claimed events themselves are only
+// read: the partitions' rows record the seqs. Sub-second leases are kept to
+// the microsecond.
 func (s *Store) Claim(ctx context.Context, tx omnibox.DBTX, params omnibox.ClaimParams) (*omnibox.ClaimResult, error) {
 	switch {
 	case params.Limit <= 0:
@@ -371,12 +383,12 @@ func (s *Store) Claim(ctx context.Context, tx omnibox.DBTX, params omnibox.Claim
 	// until commit, is not held through a WAL flush. A claim lost in a
 	// database crash only lets its events be claimed again: duplicates,
 	// never a loss (docs/design.md, decision 18).
-	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1), set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true)", s.claimLockKey); err != nil {
-		return nil, fmt.Errorf("postgres: claim: taking the claim lock of %s: %w", s.tableName, err)
-	}
-	var others int64
-	if err := tx.QueryRowContext(ctx, s.membersSQL, cmp.Or(params.Relay, params.Owner), params.Lease.Microseconds()).Scan(&others); err != nil {
-		return nil, fmt.Errorf("postgres: claim: recording the relay in %s_relays: %w", s.tableName, err)
+	var (
+		others  int64
+		ignored any
+	)
+	if err := tx.QueryRowContext(ctx, s.membersSQL, cmp.Or(params.Relay, params.Owner), params.Lease.Microseconds(), s.claimLockKey).Scan(&others, &ignored, &ignored, &ignored); err != nil {
+		return nil, fmt.Errorf("postgres: claim: recording the relay in %s_relays and taking the claim lock: %w", s.tableName, err)
 	}
 	maxParts := (omnibox.Partitions + others) / (others + 1) // ceil(Partitions / live relays)
 	rows, err := tx.QueryContext(ctx, s.claimSQL, maxParts, int64(params.Limit), params.OwnerPrefix, params.Owner, params.Lease.Microseconds(), params.BlockOnDead)
