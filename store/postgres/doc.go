@@ -20,10 +20,10 @@
 // state says whether it is pending (0), waiting for a retry at
 // next_attempt_at (1), dead (2, since dead_at) or delivered (3, since
 // delivered_at, kept only with a [Config.Retention]). attempts and
-// last_error record the failures; claimed_by names the claim holding the
-// event. Partial indexes serve the claim: (part, seq) over pending and
-// waiting events, (part, event_key, seq) over failed ones. Table + "_parts"
-// has a row per partition with its lease (claimed_by, claimed_until), and
+// last_error record the failures. Partial indexes serve the claim: (part,
+// seq) over pending and waiting events, (part, event_key, seq) over failed
+// ones. Table + "_parts" has a row per partition with its lease (claimed_by,
+// claimed_until) and the seqs the claim holding it took (claimed_seqs), and
 // Table + "_relays" the relays seen claiming within their lease.
 //
 // # Migrations
@@ -37,13 +37,12 @@
 //
 // # Claiming
 //
-// [Store.Claim] runs in the relay's transaction. It first takes a
-// transaction-level advisory lock for the table (pg_advisory_xact_lock),
-// waiting while another claim holds it (a claim takes milliseconds; a relay
-// that returned empty-handed instead would idle for a poll interval).
-// It records the relay as live and counts the others, then one statement
-// takes, among the partitions not leased to another live claim, the ones
-// whose oldest claimable event is oldest (at most 64 / live relays), the
+// [Store.Claim] runs in the relay's transaction, at READ COMMITTED
+// ([Store.RelayTxOptions]); claims run concurrently. It records the relay as
+// live and counts the others, then one statement takes, among the partitions
+// not leased to another live claim, the ones whose oldest claimable event is
+// oldest (at most 64 / live relays), locking each with FOR UPDATE SKIP
+// LOCKED provided its row did not change since the statement's snapshot, the
 // oldest claimable events of each up to a share of Limit, and leases those
 // partitions. A leased partition is claimed by no one else until
 // [Store.Complete] gives it up or the lease expires, which keeps each key's
@@ -53,8 +52,8 @@
 // large backlog of one key waits behind a failed event of that key: those
 // events are read, and stepped over, by every claim.
 //
-// The advisory lock keys are derived from the configured schema and table
-// names. With an empty [Config.Schema], outbox tables of the same name in
-// different schemas share their keys: claims on them then exclude each
-// other, which is correct but slower. Set Schema to avoid it.
+// The migrations' advisory lock keys are derived from the configured schema
+// and table names. With an empty [Config.Schema], outbox tables of the same
+// name in different schemas share their keys: their migrations then exclude
+// each other, which is correct but slower. Set Schema to avoid it.
 package postgres

@@ -3,6 +3,7 @@ package postgres
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -72,7 +73,6 @@ func (c *Config) Validate() error {
 // holds no connection (every method takes the executor to run on) and is safe
 // for concurrent use. It works with the lib/pq and pgx (stdlib) drivers.
 type Store struct {
-	claimLockKey  int64
 	claimSQL      string
 	deadSQL       string
 	deliverSQL    string
@@ -98,6 +98,7 @@ type Store struct {
 var (
 	_ omnibox.Inserter        = (*Store)(nil)
 	_ omnibox.RelayStore      = (*Store)(nil)
+	_ omnibox.RelayTxOptioner = (*Store)(nil)
 	_ omnibox.DeadLetterStore = (*Store)(nil)
 	_ omnibox.Purger          = (*Store)(nil)
 )
@@ -139,7 +140,6 @@ func New(config *Config) (*Store, error) {
 		Table:          qualify(table),
 	}
 	s.table = names.Table
-	s.claimLockKey = lockKey("omnibox claim " + s.tableName)
 	migrator, err := newMigrator("migration", names, s.schema, table, s.tableName, "omnibox migrate "+s.tableName)
 	if err != nil {
 		return nil, err
@@ -150,10 +150,9 @@ func New(config *Config) (*Store, error) {
 	s.insertPrefix = "INSERT INTO " + t + " (event_id, topic, event_key, payload, metadata, created_at, part) VALUES "
 	// Before the claim statement, in one round trip: record the relay as
 	// live, drop relays gone for longer than their lease (skipping rows
-	// another transaction holds, so that this never waits on a row while
-	// holding or awaiting the claim lock), count the other live relays, and
-	// take the claim lock; then, for this transaction only, JIT off and an
-	// asynchronous commit (see Claim).
+	// another transaction holds, so that claims never wait on each other
+	// here), count the other live relays; then, for this transaction only,
+	// JIT off and an asynchronous commit (see Claim).
 	s.membersSQL = `WITH seen AS (
     INSERT INTO ` + names.RelaysTable + ` (relay_id, seen_until)
     VALUES ($1, statement_timestamp() + $2::bigint * interval '1 microsecond')
@@ -165,7 +164,7 @@ func New(config *Config) (*Store, error) {
         FOR UPDATE SKIP LOCKED)
 )
 SELECT (SELECT count(*) FROM ` + names.RelaysTable + ` WHERE seen_until >= statement_timestamp() AND relay_id <> $1),
-    pg_advisory_xact_lock($3) IS NULL, set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true)`
+    set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true)`
 	s.claimSQL = claimSQL(t, parts)
 	// Complete touches only the events its claim took ($1 ∩ the seqs the
 	// claim recorded in the partitions still leased to it, $2): once another
@@ -291,19 +290,34 @@ func isUniqueViolation(err error) bool {
 // $3 owner prefix (empty for none), $4 owner, $5 lease in microseconds, $6
 // whether dead events block their key.
 //
-// heads picks the free partitions (no lease, an expired one, or one of the
-// owner prefix) whose oldest claimable event is oldest: one probe of the
-// pending index per partition. picked takes, from each, its oldest claimable
-// events up to an equal share of the limit: an index range scan per
-// partition, whatever the backlog, with the events' columns (so that they
-// are read once). An event is claimable when it is pending, or waiting for a
-// retry that is due, and no earlier event of its key is waiting or (with $6)
-// dead; heads also notes whether the partition holds such a failed event at
-// all, so that picked looks for one per event only where there is one (OFFSET
-// 0 keeps that a probe per partition: without it the planner may turn the
-// EXISTS into a hashed subplan that reads every failed event of the table). The partitions that gave events are leased,
-// each recording the seqs taken from it; the events themselves are only
-// read (marking them would rewrite each row and its index entries).
+// Claims run concurrently; partition rows are the only thing they contend
+// for. free lists, as the statement's snapshot sees them, the partitions with
+// no lease (or an expired one, or one of the owner prefix) and a claimable
+// event, with the oldest claimable event's seq (one probe of the pending
+// index per partition) and the row's version (xmin). heads then locks, in
+// that order, up to $1 of them with FOR UPDATE SKIP LOCKED: a partition
+// another claim is taking is stepped over, not waited for, and one whose row
+// changed since the snapshot (another claim leased it, or leased and freed it
+// after publishing its events) fails the version check when PostgreSQL
+// rechecks the locked row, so the events read from the snapshot are never
+// stale for the partitions this claim takes. picked takes, from each, its
+// oldest claimable events up to an equal share of the limit (an index range
+// scan per partition, whatever the backlog, reading the events' columns
+// once). An event is claimable when it is pending, or waiting for a retry
+// that is due, and no earlier event of its key is waiting or (with $6) dead;
+// free also notes whether the partition holds such a failed event at all, so
+// that picked looks for one per event only where there is one (OFFSET 0
+// keeps that a probe per partition: without it the planner may turn the
+// EXISTS into a hashed subplan that reads every failed event of the table).
+// The partitions that gave events are leased, each recording the seqs taken
+// from it; the events themselves are only read (marking them would rewrite
+// each row and its index entries).
+//
+// The first column of every row is the number of free partitions and the
+// second the number locked: when the first is positive and the second zero,
+// every free-looking partition was being taken by another claim, and the
+// claim is worth running again. A claim that took nothing returns one row
+// with NULL event columns.
 func claimSQL(table, parts string) string {
 	const now = "statement_timestamp()"
 	due := `(o.state = 0 OR o.next_attempt_at <= ` + now + `)`
@@ -312,8 +326,8 @@ func claimSQL(table, parts string) string {
 	notHeldBack := `(o.event_key = '' OR NOT EXISTS (
               SELECT 1 FROM ` + table + ` b
               WHERE b.part = o.part AND b.event_key = o.event_key AND b.seq < o.seq AND ` + blocks + `))`
-	return `WITH heads AS (
-    SELECT p.part, h.seq, h.blocked
+	return `WITH free AS (
+    SELECT p.part, p.xmin AS version, h.seq, h.blocked
     FROM ` + parts + ` p
     CROSS JOIN LATERAL (
         SELECT o.seq, EXISTS (SELECT 1 FROM ` + table + ` b WHERE b.part = o.part AND ` + blocks + ` OFFSET 0) AS blocked
@@ -324,8 +338,14 @@ func claimSQL(table, parts string) string {
     ) h
     WHERE p.claimed_until IS NULL OR p.claimed_until < ` + now + `
        OR ($3::text <> '' AND starts_with(p.claimed_by, $3::text))
-    ORDER BY h.seq
+), heads AS (
+    SELECT free.part, free.seq, free.blocked
+    FROM free
+    JOIN ` + parts + ` l ON l.part = free.part
+    WHERE l.xmin = free.version
+    ORDER BY free.seq
     LIMIT $1
+    FOR UPDATE OF l SKIP LOCKED
 ), share AS (
     SELECT ceil($2::float8 / greatest(count(*), 1))::bigint AS n FROM heads
 ), picked AS (
@@ -345,10 +365,13 @@ func claimSQL(table, parts string) string {
     SET claimed_by = $4::text, claimed_until = ` + now + ` + $5::bigint * interval '1 microsecond', claimed_seqs = g.seqs
     FROM (SELECT part, array_agg(seq) AS seqs FROM picked GROUP BY part) g
     WHERE p.part = g.part
+), counts AS (
+    SELECT (SELECT count(*) FROM free) AS free, (SELECT count(*) FROM heads) AS locked
 )
-SELECT seq, event_id, topic, event_key, payload, metadata::text, created_at, attempts
-FROM picked
-ORDER BY seq`
+SELECT counts.free, counts.locked, e.seq, e.event_id, e.topic, e.event_key, e.payload, e.metadata::text, e.created_at, e.attempts
+FROM counts
+LEFT JOIN picked e ON true
+ORDER BY e.seq`
 }
 
 // Claim leases partitions and up to params.Limit of their oldest claimable
@@ -387,37 +410,84 @@ func (s *Store) Claim(ctx context.Context, tx omnibox.DBTX, params omnibox.Claim
 		others  int64
 		ignored any
 	)
-	if err := tx.QueryRowContext(ctx, s.membersSQL, cmp.Or(params.Relay, params.Owner), params.Lease.Microseconds(), s.claimLockKey).Scan(&others, &ignored, &ignored, &ignored); err != nil {
-		return nil, fmt.Errorf("postgres: claim: recording the relay in %s_relays and taking the claim lock: %w", s.tableName, err)
+	if err := tx.QueryRowContext(ctx, s.membersSQL, cmp.Or(params.Relay, params.Owner), params.Lease.Microseconds()).Scan(&others, &ignored, &ignored); err != nil {
+		return nil, fmt.Errorf("postgres: claim: recording the relay in %s_relays: %w", s.tableName, err)
 	}
 	maxParts := (omnibox.Partitions + others) / (others + 1) // ceil(Partitions / live relays)
+	for attempt := 1; ; attempt++ {
+		res, contended, err := s.claimOnce(ctx, tx, maxParts, params)
+		if err != nil || !contended || attempt == claimAttempts {
+			return res, err
+		}
+		// Every free-looking partition was being taken by another claim:
+		// by the time it commits, this claim's next snapshot sees its
+		// leases and picks among the partitions still free.
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("postgres: claim from %s: %w", s.tableName, ctx.Err())
+		case <-time.After(time.Duration(attempt) * time.Millisecond):
+		}
+	}
+}
+
+// claimAttempts is how many times Claim runs the claim statement while other
+// claims are taking every free partition it sees.
+const claimAttempts = 4
+
+// claimOnce runs the claim statement once. contended reports that it took
+// nothing while free-looking partitions were being taken by other claims.
+func (s *Store) claimOnce(ctx context.Context, tx omnibox.DBTX, maxParts int64, params omnibox.ClaimParams) (res *omnibox.ClaimResult, contended bool, err error) {
 	rows, err := tx.QueryContext(ctx, s.claimSQL, maxParts, int64(params.Limit), params.OwnerPrefix, params.Owner, params.Lease.Microseconds(), params.BlockOnDead)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: claim from %s: %w", s.tableName, err)
+		return nil, false, fmt.Errorf("postgres: claim from %s: %w", s.tableName, err)
 	}
 	defer rows.Close()
-	res := &omnibox.ClaimResult{Events: make([]omnibox.ClaimedEvent, 0, min(params.Limit, 1024))}
+	res = &omnibox.ClaimResult{Events: make([]omnibox.ClaimedEvent, 0, min(params.Limit, 1024))}
 	for rows.Next() {
 		var (
-			ev       omnibox.ClaimedEvent
-			metadata string
+			free, locked             int64
+			seq, attempts            sql.NullInt64
+			id, topic, key, metadata sql.NullString
+			payload                  []byte
+			createdAt                sql.NullTime
 		)
-		if err := rows.Scan(&ev.Seq, &ev.ID, &ev.Topic, &ev.Key, &ev.Payload, &metadata, &ev.CreatedAt, &ev.Attempts); err != nil {
-			return nil, fmt.Errorf("postgres: claim from %s: scanning: %w", s.tableName, err)
+		if err := rows.Scan(&free, &locked, &seq, &id, &topic, &key, &payload, &metadata, &createdAt, &attempts); err != nil {
+			return nil, false, fmt.Errorf("postgres: claim from %s: scanning: %w", s.tableName, err)
+		}
+		if !seq.Valid {
+			// Nothing taken: the one row of the counts.
+			contended = free > 0 && locked == 0
+			continue
+		}
+		ev := omnibox.ClaimedEvent{
+			Seq:      seq.Int64,
+			Attempts: int(attempts.Int64),
+			Event: omnibox.Event{
+				ID: id.String, Topic: topic.String, Key: key.String, Payload: payload, CreatedAt: createdAt.Time.UTC(),
+			},
 		}
 		if ev.Payload == nil {
 			ev.Payload = []byte{}
 		}
-		ev.CreatedAt = ev.CreatedAt.UTC()
-		if ev.Metadata, err = metadatajson.Decode(metadata); err != nil {
-			return nil, fmt.Errorf("postgres: claim from %s: decoding metadata of event %q: %w", s.tableName, ev.ID, err)
+		if ev.Metadata, err = metadatajson.Decode(metadata.String); err != nil {
+			return nil, false, fmt.Errorf("postgres: claim from %s: decoding metadata of event %q: %w", s.tableName, ev.ID, err)
 		}
 		res.Events = append(res.Events, ev)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: claim from %s: %w", s.tableName, err)
+		return nil, false, fmt.Errorf("postgres: claim from %s: %w", s.tableName, err)
 	}
-	return res, nil
+	return res, contended, nil
+}
+
+// RelayTxOptions asks the relay to claim and complete at READ COMMITTED,
+// whatever the database's default_transaction_isolation: the claim relies on
+// each statement reading the latest committed rows, and on PostgreSQL
+// rechecking a row that changed before it could be locked (under REPEATABLE
+// READ that is a serialization error instead). It implements
+// [omnibox.RelayTxOptioner].
+func (s *Store) RelayTxOptions() *sql.TxOptions {
+	return &sql.TxOptions{Isolation: sql.LevelReadCommitted}
 }
 
 // Complete records the outcome of params.Owner's claim and frees its

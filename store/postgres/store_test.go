@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omnibox-go/omnibox"
@@ -380,9 +381,10 @@ func TestClaim(t *testing.T) {
 		require.ErrorContains(t, err, "Limit must not be negative")
 	})
 
-	// While one claim's transaction is open, a concurrent claim returns
-	// nothing rather than wait or read the same rows.
-	t.Run("ConcurrentClaimWaitsForTheFirst", func(t *testing.T) {
+	// Claims run concurrently: while one claim's transaction is open, another
+	// does not wait for it. It steps over the partition being taken and
+	// takes the others.
+	t.Run("ConcurrentClaimsStepOverEachOther", func(t *testing.T) {
 		t.Parallel()
 		for _, driver := range drivers {
 			b := setup(t, driver)
@@ -398,34 +400,44 @@ func TestClaim(t *testing.T) {
 			defer func() { _ = tx1.Rollback() }()
 			res, err := b.store.Claim(ctx, tx1, omnibox.ClaimParams{Lease: time.Minute, Limit: 1, Owner: "a/1"})
 			require.NoError(t, err)
-			require.Len(t, res.Events, 1)
+			require.Equal(t, []string{events[0].ID}, claimedIDs(res.Events))
 
-			// A second claim waits on the claim lock until the first
-			// commits, then finds the partition leased.
-			second := make(chan []omnibox.ClaimedEvent, 1)
-			go func() {
-				tx2, err := b.db.BeginTx(ctx, nil)
-				if err != nil {
-					second <- nil
-					return
-				}
-				defer func() { _ = tx2.Rollback() }()
-				res, err := b.store.Claim(ctx, tx2, omnibox.ClaimParams{Lease: time.Minute, Limit: 10, Owner: "b/1"})
-				if err != nil {
-					second <- nil
-					return
-				}
-				second <- append([]omnibox.ClaimedEvent{}, res.Events...)
-			}()
-			select {
-			case <-second:
-				t.Fatal("the second claim did not wait for the first")
-			case <-time.After(100 * time.Millisecond):
+			// An event in another partition, written after the first claim.
+			other := storetest.NumberedEvents(10, 1)[0]
+			for i := 0; omnibox.PartitionOf(&other) == omnibox.PartitionOf(&events[0]); i++ {
+				other.Key = fmt.Sprintf("other-%d", i)
 			}
+			insert(t, b.db, b.store, other)
+
+			claimBeside := func(owner string) []omnibox.ClaimedEvent {
+				t.Helper()
+				done := make(chan []omnibox.ClaimedEvent, 1)
+				go func() {
+					defer close(done)
+					tx, err := b.db.BeginTx(ctx, nil)
+					if err != nil {
+						return
+					}
+					defer func() { _ = tx.Rollback() }()
+					res, err := b.store.Claim(ctx, tx, omnibox.ClaimParams{Lease: time.Minute, Limit: 10, Owner: owner})
+					if err != nil || tx.Commit() != nil {
+						return
+					}
+					done <- append([]omnibox.ClaimedEvent{}, res.Events...)
+				}()
+				select {
+				case got, ok := <-done:
+					require.True(t, ok, "the claim of %s failed", owner)
+					return got
+				case <-time.After(20 * time.Second):
+					t.Fatalf("the claim of %s waited for the open claim", owner)
+					return nil
+				}
+			}
+			require.Equal(t, []string{other.ID}, claimedIDs(claimBeside("b/1")), "%s: the free partition", driver)
+			require.Empty(t, claimBeside("c/1"), "%s: the partition being taken by a/1 is stepped over", driver)
 			require.NoError(t, tx1.Commit())
-			got := <-second
-			require.NotNil(t, got, "the second claim failed")
-			require.Empty(t, got, "the partition is leased to a/1")
+			require.Empty(t, claimBeside("d/1"), "%s: both partitions are leased", driver)
 		}
 	})
 }
@@ -633,4 +645,68 @@ func claimedIDs(events []omnibox.ClaimedEvent) []string {
 		out[i] = ev.ID
 	}
 	return out
+}
+
+// TestConcurrentClaimsNeverTakeAnEventTwice runs claimers that complete each
+// batch at once, so that partitions are leased and freed many times while
+// other claims are running: a claim must never take a partition whose row
+// changed after its snapshot (it would read events another claim has since
+// delivered and deleted). No lease expires, so every event is claimed once.
+func TestConcurrentClaimsNeverTakeAnEventTwice(t *testing.T) {
+	t.Parallel()
+	b := setup(t, "postgres")
+	ctx := t.Context()
+	const total, claimers = 6000, 6
+	events := storetest.NumberedEvents(0, total)
+	for i := range events {
+		events[i].Key = fmt.Sprintf("k%d", i%300)
+	}
+	insert(t, b.db, b.store, events...)
+
+	var (
+		mu      sync.Mutex
+		claimed = make(map[int64]string, total)
+		twice   []string
+	)
+	var wg sync.WaitGroup
+	for c := range claimers {
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				owner := fmt.Sprintf("c%d/%d", c, n)
+				tx, err := b.db.BeginTx(ctx, b.store.RelayTxOptions())
+				if !assert.NoError(t, err) {
+					return
+				}
+				res, err := b.store.Claim(ctx, tx, omnibox.ClaimParams{Lease: time.Minute, Limit: 50, Owner: owner, Relay: fmt.Sprintf("c%d", c)})
+				if !assert.NoError(t, err) || !assert.NoError(t, tx.Commit()) {
+					return
+				}
+				mu.Lock()
+				seqs := make([]int64, 0, len(res.Events))
+				for _, ev := range res.Events {
+					if prev, ok := claimed[ev.Seq]; ok {
+						twice = append(twice, fmt.Sprintf("seq %d by %s and %s", ev.Seq, prev, owner))
+					}
+					claimed[ev.Seq] = owner
+					seqs = append(seqs, ev.Seq)
+				}
+				done := len(claimed) >= total
+				mu.Unlock()
+				tx, err = b.db.BeginTx(ctx, b.store.RelayTxOptions())
+				if !assert.NoError(t, err) {
+					return
+				}
+				_, err = b.store.Complete(ctx, tx, omnibox.CompleteParams{Owner: owner, Delivered: seqs})
+				if !assert.NoError(t, err) || !assert.NoError(t, tx.Commit()) {
+					return
+				}
+				if done {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.Empty(t, twice[:min(len(twice), 10)], "%d events claimed twice (the first 10 shown)", len(twice))
+	require.Len(t, claimed, total)
 }
