@@ -23,7 +23,7 @@ import (
 
 // Defaults of [RelayConfig].
 const (
-	DefaultBatchSize        = 500
+	DefaultBatchSize        = 1000
 	DefaultBreakerCooldown  = time.Second
 	DefaultBreakerThreshold = 3
 	DefaultConcurrency      = 2

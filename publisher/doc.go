@@ -14,8 +14,8 @@
 //
 //   - Batching. watermill-kafka sends one message per blocking round trip;
 //     [Kafka.Publish] marshals all the messages of the call and hands them to
-//     the producer at once, so the relay's batch of 500 events costs one or
-//     two produce requests instead of 500. BenchmarkPublish measures this.
+//     the producer at once, so a relay's batch of 1,000 events costs a few
+//     produce requests instead of 1,000. BenchmarkPublish measures this.
 //   - Keys. [KafkaMarshaler] turns the [omnibox.MetadataKey] entry into the
 //     Kafka record key (not a header), so Kafka partitions by the event key
 //     and keeps each key's events in order. Consumers using KafkaMarshaler as

@@ -44,6 +44,7 @@ type benchConfig struct {
 	cpuProfile string
 	dsn        string
 	fwdBudget  time.Duration
+	batch      int // the relays' BatchSize
 	keys       int
 	lanes      []int // RelayConfig.Concurrency values of the drain
 	latencyFor time.Duration
@@ -67,6 +68,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	fs.StringVar(&c.dsn, "dsn", "", "database: postgres://…, mysql://USER@tcp(HOST:PORT)/DB or sqlite:PATH (a fresh temporary file is used); empty runs PostgreSQL at postgres://postgres@127.0.0.1:5432/test?sslmode=disable and MySQL/MariaDB at mysql://root@tcp(127.0.0.1:3306)/test")
 	fs.StringVar(&backlogs, "backlogs", "10000,100000,1000000", "comma-separated backlog sizes (events) to drain, each at most 1000000; the first is the denominator of the backlog ratios")
 	fs.StringVar(&relays, "relays", "1,2,4", "comma-separated numbers of relays draining one outbox together, each at most 64")
+	fs.IntVar(&c.batch, "batch", omnibox.DefaultBatchSize, "the relays' RelayConfig.BatchSize in the drain and latency sections (the raw loops keep batches of 500)")
 	fs.StringVar(&concurrency, "concurrency", strconv.Itoa(omnibox.DefaultConcurrency), "drain: comma-separated RelayConfig.Concurrency values (batches in flight per relay), each at most 64; every number of relays is drained with each")
 	fs.IntVar(&c.runs, "runs", 3, "runs of each measurement; the median is reported")
 	fs.StringVar(&broker, "broker", "both", "gochannel, kafka (in-process kfake, or $"+kafkatest.BrokersEnv+" when set) or both")
@@ -133,6 +135,8 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 	switch {
 	case c.runs < 1 || c.runs > 100:
 		return nil, fmt.Errorf("bench: -runs must be between 1 and 100, got %d", c.runs)
+	case c.batch < 1 || c.batch > 100_000:
+		return nil, fmt.Errorf("bench: -batch must be between 1 and 100000 events, got %d", c.batch)
 	case c.payload < 1 || c.payload > 100_000:
 		return nil, fmt.Errorf("bench: -payload must be between 1 and 100000 bytes, got %d", c.payload)
 	case c.keys < 1:
@@ -147,8 +151,8 @@ func parseBenchFlags(args []string, stderr io.Writer) (*benchConfig, error) {
 
 // effective renders the settings in force, defaults included.
 func (c *benchConfig) effective() string {
-	return fmt.Sprintf("-dsn=%q -sections=%s -backlogs=%s -relays=%s -concurrency=%s -runs=%d -broker=%s -payload=%d -keys=%d -rates=%s -modes=%s -latency-duration=%s -writer-variants=%s -writer-duration=%s -writers=%d -forwarder-budget=%s",
-		c.dsn, strings.Join(c.sections, ","), joinInts(c.backlogs), joinInts(c.relays), joinInts(c.lanes), c.runs, strings.Join(c.brokers, ","), c.payload, c.keys,
+	return fmt.Sprintf("-dsn=%q -sections=%s -backlogs=%s -relays=%s -concurrency=%s -batch=%d -runs=%d -broker=%s -payload=%d -keys=%d -rates=%s -modes=%s -latency-duration=%s -writer-variants=%s -writer-duration=%s -writers=%d -forwarder-budget=%s",
+		c.dsn, strings.Join(c.sections, ","), joinInts(c.backlogs), joinInts(c.relays), joinInts(c.lanes), c.batch, c.runs, strings.Join(c.brokers, ","), c.payload, c.keys,
 		joinInts(c.rates), strings.Join(c.modes, ","), c.latencyFor, strings.Join(c.variants, ","), c.writerFor, c.writers, c.fwdBudget)
 }
 
@@ -156,7 +160,7 @@ func (c *benchConfig) has(section string) bool { return slices.Contains(c.sectio
 
 const (
 	benchTopic       = "omnibox.bench"
-	benchBatch       = 500    // relay BatchSize and the raw loops' batch
+	benchBatch       = 500    // the raw loops' batch
 	benchFillTx      = 50_000 // events per fill transaction
 	benchFillChunk   = 10_000 // events per Insert call of the fill
 	benchFillWorkers = 2      // fill transactions at a time
@@ -240,7 +244,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	}
 	fmt.Fprintf(stdout, "  kafka     %s; topics of %d partitions; publisher.NewKafka (acks=all, idempotent)\n", kafkaDesc, benchPartition)
 	fmt.Fprintf(stdout, "  relays    Relay.Run, BatchSize %d, other settings default (Concurrency %d, PollInterval %s); backlog of %d-byte events over %d keys, filled with Store.Insert in transactions of %d, %d at a time (not timed)\n\n",
-		benchBatch, omnibox.DefaultConcurrency, 100*time.Millisecond, cfg.payload, cfg.keys, benchFillTx, benchFillWorkers)
+		cfg.batch, omnibox.DefaultConcurrency, 100*time.Millisecond, cfg.payload, cfg.keys, benchFillTx, benchFillWorkers)
 
 	start := time.Now()
 	for _, t := range targets {

@@ -155,7 +155,7 @@ func (b *bench) drain(ctx context.Context, t *benchTarget, broker string, n int,
 	rs := make([]*omnibox.Relay, relays)
 	for i := range rs {
 		rs[i], err = omnibox.NewRelay(env.db, store, counted, &omnibox.RelayConfig{
-			BatchSize:   benchBatch,
+			BatchSize:   b.cfg.batch,
 			Concurrency: k.lanes,
 			ID:          fmt.Sprintf("bench-%d-%d-%d-%d", n, relays, k.lanes, i+1),
 			Logger:      b.logger,

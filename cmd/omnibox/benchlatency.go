@@ -125,7 +125,7 @@ func (b *bench) latency(ctx context.Context, t *benchTarget, broker, mode string
 	if err != nil {
 		return latencyResult{}, err
 	}
-	relay, err := omnibox.NewRelay(env.db, env.store, counted, &omnibox.RelayConfig{BatchSize: benchBatch, ID: "bench-latency", Logger: b.logger})
+	relay, err := omnibox.NewRelay(env.db, env.store, counted, &omnibox.RelayConfig{BatchSize: b.cfg.batch, ID: "bench-latency", Logger: b.logger})
 	if err != nil {
 		return latencyResult{}, err
 	}
