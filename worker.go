@@ -78,6 +78,9 @@ type RelayConfig struct {
 	// leased to it alone (so events of a key stay in order), and counts as a
 	// relay in the sharing of partitions: one batch's round trips to the
 	// database overlap another's publishing. 1 relays one batch at a time.
+	// When the outbox is idle the first lane polls every PollInterval and
+	// the others every 10 PollIntervals; a lane that claims a full batch, or
+	// [Relay.Notify], wakes another.
 	// At most [Partitions]. Defaults to [DefaultConcurrency]; a store may
 	// lower it ([RelayConcurrencyLimiter]: SQLite runs one).
 	Concurrency int
@@ -497,6 +500,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	return nil
 }
 
+// idleLanePolls is how many PollIntervals a lane other than the first waits
+// after finding nothing, unless woken.
+const idleLanePolls = 10
+
 // runLane relays batch after batch until ctx ends. afterFirst, when not
 // nil, is called after its first batch (and when it returns).
 func (r *Relay) runLane(ctx context.Context, l lane, log *slog.Logger, afterFirst func()) {
@@ -530,6 +537,14 @@ func (r *Relay) runLane(ctx context.Context, l lane, log *slog.Logger, afterFirs
 			wakeable = false
 		case out.claimed == 0:
 			wait = r.config.PollInterval
+			if l.index > 0 {
+				// Idle: the first lane polls; the others wait to be woken
+				// (by Notify, or by a lane that claimed a full batch), and
+				// poll only now and then, so that an idle relay costs the
+				// database about one lane's polling whatever its
+				// Concurrency.
+				wait *= idleLanePolls
+			}
 		case out.brokerDown:
 			r.stats.failures.Add(1)
 			wait = r.brokerFailed(ctx, log, l, out.err)
