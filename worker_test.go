@@ -458,6 +458,27 @@ func TestRelayTakesOverExpiredAndOwnClaims(t *testing.T) {
 	require.NoError(t, <-done)
 }
 
+// requireOnceInKeyOrder checks that no message was published twice and that
+// the messages of each key came in the order of their payloads (numbers in
+// write order).
+func requireOnceInKeyOrder(t *testing.T, got []*message.Message) {
+	t.Helper()
+	seen := map[string]bool{}
+	last := map[string]int{}
+	for _, m := range got {
+		require.False(t, seen[m.UUID], "event %s published twice", m.UUID)
+		seen[m.UUID] = true
+		var i int
+		_, err := fmt.Sscan(string(m.Payload), &i)
+		require.NoError(t, err)
+		k := m.Metadata.Get(omnibox.MetadataKey)
+		if prev, ok := last[k]; ok {
+			require.Greater(t, i, prev, "key %s out of order", k)
+		}
+		last[k] = i
+	}
+}
+
 // overlapPublisher records how many Publish calls are in flight at once.
 // Each call waits (up to hold) for another one to be in flight, so that
 // batches of concurrent lanes meet.
@@ -540,20 +561,7 @@ func TestRelayConcurrencyKeepsKeyOrder(t *testing.T) {
 			cancel()
 			require.NoError(t, <-done)
 
-			seen := map[string]bool{}
-			last := map[string]int{}
-			for _, m := range got {
-				require.False(t, seen[m.UUID], "event %s published twice", m.UUID)
-				seen[m.UUID] = true
-				var i int
-				_, err := fmt.Sscan(string(m.Payload), &i)
-				require.NoError(t, err)
-				k := m.Metadata.Get(omnibox.MetadataKey)
-				if prev, ok := last[k]; ok {
-					require.Greater(t, i, prev, "key %s out of order", k)
-				}
-				last[k] = i
-			}
+			requireOnceInKeyOrder(t, got)
 			pub.mu.Lock()
 			defer pub.mu.Unlock()
 			if tc.want == 1 {
@@ -591,20 +599,7 @@ func TestRelayConcurrentRelaysPublishEachEventOnce(t *testing.T) {
 	cancel()
 	wg.Wait()
 
-	seen := map[string]bool{}
-	last := map[string]int{}
-	for _, m := range got {
-		require.False(t, seen[m.UUID], "event %s published twice", m.UUID)
-		seen[m.UUID] = true
-		var i int
-		_, err := fmt.Sscan(string(m.Payload), &i)
-		require.NoError(t, err)
-		k := m.Metadata.Get(omnibox.MetadataKey)
-		if prev, ok := last[k]; ok {
-			require.Greater(t, i, prev, "key %s out of order", k)
-		}
-		last[k] = i
-	}
+	requireOnceInKeyOrder(t, got)
 	select {
 	case m := <-b.messages:
 		t.Fatalf("unexpected extra message %s", m.UUID)
