@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -73,6 +74,13 @@ type RelayConfig struct {
 	// opens (the broker looks down); it doubles with each failed probe, up to
 	// MaxBackoff, with jitter. Defaults to [DefaultBreakerCooldown].
 	BreakerCooldown time.Duration
+	// BreakerThreshold is the number of consecutive batches that fail as a
+	// whole (nothing of them published) after which the relay stops
+	// publishing and pauses: the broker is taken to be down, and failures
+	// while the breaker is open cost the events no attempts. After the
+	// cooldown one batch probes the broker; its success closes the breaker.
+	// Defaults to [DefaultBreakerThreshold].
+	BreakerThreshold int
 	// Concurrency is how many batches [Relay.Run] has in flight at once.
 	// Each is claimed, published and recorded on its own, from partitions
 	// leased to it alone (so events of a key stay in order), and counts as a
@@ -84,13 +92,6 @@ type RelayConfig struct {
 	// At most [Partitions]. Defaults to [DefaultConcurrency]; a store may
 	// lower it ([RelayConcurrencyLimiter]: SQLite runs one).
 	Concurrency int
-	// BreakerThreshold is the number of consecutive batches that fail as a
-	// whole (nothing of them published) after which the relay stops
-	// publishing and pauses: the broker is taken to be down, and failures
-	// while the breaker is open cost the events no attempts. After the
-	// cooldown one batch probes the broker; its success closes the breaker.
-	// Defaults to [DefaultBreakerThreshold].
-	BreakerThreshold int
 	// ID names this relay in the outbox table (the owner of its claims, and
 	// a live relay among which partitions are shared) and in logs. Give each
 	// relay process a stable, unique ID (a pod name, say) and a restarted
@@ -441,13 +442,15 @@ type batchOutcome struct {
 }
 
 // Run relays events until ctx ends or [Relay.Close] is called, then returns
-// nil. A batch in hand when ctx ends is finished (published and recorded) or
-// released before Run returns. Errors of the database or the publisher are
+// nil. Batches in hand when ctx ends are finished (published and recorded)
+// or released before Run returns. Errors of the database or the publisher are
 // logged and retried, never returned: Run only returns an error when the
 // relay is already running.
 //
-// After a batch Run claims again at once; only when it found nothing does it
-// wait, for [RelayConfig.PollInterval] or until [Relay.Notify]. When the
+// Run keeps up to [RelayConfig.Concurrency] batches in flight, each in a
+// lane of its own. After a batch a lane claims again at once; only when it
+// found nothing does it wait, for [RelayConfig.PollInterval] or until
+// [Relay.Notify]. When the
 // store keeps delivered events ([Purger]), Run also purges them every
 // [RelayConfig.PurgeInterval].
 func (r *Relay) Run(ctx context.Context) error {
@@ -537,7 +540,7 @@ func (r *Relay) runLane(ctx context.Context, l lane, log *slog.Logger, afterFirs
 			wakeable = false
 		case out.claimed == 0:
 			wait = r.config.PollInterval
-			if l.index > 0 {
+			if l.index > 0 && wait <= math.MaxInt64/idleLanePolls {
 				// Idle: the first lane polls; the others wait to be woken
 				// (by Notify, or by a lane that claimed a full batch), and
 				// poll only now and then, so that an idle relay costs the
