@@ -53,11 +53,15 @@ type InsertParams struct {
 //     oldest first, in insert order; so events of a key are published in the
 //     order they were written, even with many relays and across crashes,
 //     while different partitions are relayed in parallel.
-//   - Claims are serialized (a lock held for the claim transaction), and a
-//     claim takes events from at most ceil(Partitions / live relays)
+//   - A claim takes events from at most ceil(Partitions / live relays)
 //     partitions, the ones whose oldest claimable event is oldest, so that
 //     every live relay finds partitions to work on. A relay is live while it
-//     has claimed within its last lease ([ClaimParams.Relay]).
+//     has claimed within its last lease ([ClaimParams.Relay]). Concurrent
+//     claims either wait for each other (a lock held for the claim
+//     transaction: store/mysql, store/sqlite) or step over each other's
+//     partitions (store/postgres); a claim that only met other claims must
+//     not return empty-handed at once, or the relay would idle for a poll
+//     interval with work waiting.
 //   - An event waiting for its next attempt, and (with
 //     [ClaimParams.BlockOnDead]) a dead event, blocks the later events of its
 //     key, and only of its key: they are not claimed until it is delivered,

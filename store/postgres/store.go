@@ -378,18 +378,16 @@ ORDER BY e.seq`
 // events to params.Owner for params.Lease, following the contract of
 // [omnibox.RelayStore].
 //
-// tx must be a transaction (a *sql.Tx) that the caller commits right after.
-// Claim first records params.Relay as live, counts the other live relays and
-// takes a transaction-level advisory lock for the table with
-// pg_advisory_xact_lock, waiting while another claim holds it (claims take a
-// few milliseconds, and a relay that found the lock taken must not mistake
-// that for an empty outbox and go idle), all in one statement. Then it claims
-// from at most ceil(64 / live relays) partitions. The claim reads about Limit
-// rows of the pending index (plus one per partition) however large the
-// backlog, except the events of a key that wait behind a failed event of
-// it, which it reads and steps over. The claimed events themselves are only
-// read: the partitions' rows record the seqs. Sub-second leases are kept to
-// the microsecond.
+// tx must be a transaction (a *sql.Tx) that the caller commits right after,
+// at READ COMMITTED ([Store.RelayTxOptions]). Claim first records
+// params.Relay as live and counts the other live relays; then one statement
+// claims from at most ceil(64 / live relays) partitions, stepping over those
+// that concurrent claims are taking (and running again, a few times, when
+// that left it nothing). The claim reads about Limit rows of the pending
+// index (plus one per partition) however large the backlog, except the
+// events of a key that wait behind a failed event of it, which it reads and
+// steps over. The claimed events themselves are only read: the partitions'
+// rows record the seqs. Sub-second leases are kept to the microsecond.
 func (s *Store) Claim(ctx context.Context, tx omnibox.DBTX, params omnibox.ClaimParams) (*omnibox.ClaimResult, error) {
 	switch {
 	case params.Limit <= 0:
@@ -400,12 +398,12 @@ func (s *Store) Claim(ctx context.Context, tx omnibox.DBTX, params omnibox.Claim
 		return nil, errors.New("postgres: claim: Owner is empty")
 	}
 	// For this transaction only: JIT off, since the planner's estimate of the
-	// claim statement (64 index scans it cannot bound) is far above
-	// jit_above_cost and compiling it took about 25 ms, several times the
-	// claim itself; and an asynchronous commit, so that the claim lock, held
-	// until commit, is not held through a WAL flush. A claim lost in a
-	// database crash only lets its events be claimed again: duplicates,
-	// never a loss (docs/design.md, decision 18).
+	// claim statement (64 index scans it cannot bound) can be far above
+	// jit_above_cost, and compiling it took about 25 ms, several times the
+	// claim itself; and an asynchronous commit, so that the partitions' row
+	// locks, held until commit, are not held through a WAL flush. A claim
+	// lost in a database crash only lets its events be claimed again:
+	// duplicates, never a loss (docs/design.md, decision 18).
 	var (
 		others  int64
 		ignored any
