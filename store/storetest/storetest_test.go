@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/internal/dbtest"
+	"github.com/omnibox-go/omnibox/internal/seqlist"
 	"github.com/omnibox-go/omnibox/store/postgres"
 	"github.com/omnibox-go/omnibox/store/storetest"
 )
@@ -97,7 +97,7 @@ func (s *brokenStore) Complete(ctx context.Context, tx omnibox.DBTX, p omnibox.C
 		// another claim or not, as if it still held them.
 		if _, err := tx.ExecContext(ctx, `UPDATE `+s.partsTable()+` p SET claimed_by = $1, claimed_seqs = g.seqs
 			FROM (SELECT part, array_agg(seq) AS seqs FROM `+s.table+` WHERE seq = ANY ($2::bigint[]) GROUP BY part) g
-			WHERE p.part = g.part`, p.Owner, pgArray(append(slices.Clone(p.Delivered), p.Released...))); err != nil {
+			WHERE p.part = g.part`, p.Owner, seqlist.Join("{", append(slices.Clone(p.Delivered), p.Released...), "}")); err != nil {
 			return nil, err
 		}
 	case "release-counts-attempt":
@@ -212,13 +212,4 @@ func TestSuiteCatchesBrokenStore(t *testing.T) {
 			}
 		})
 	}
-}
-
-// pgArray renders seqs as a PostgreSQL array literal.
-func pgArray(seqs []int64) string {
-	parts := make([]string, len(seqs))
-	for i, seq := range seqs {
-		parts[i] = strconv.FormatInt(seq, 10)
-	}
-	return "{" + strings.Join(parts, ",") + "}"
 }
