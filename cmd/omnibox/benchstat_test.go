@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,4 +99,19 @@ func TestParseBenchFlags_Quick(t *testing.T) {
 	require.Equal(t, []int{10_000, 100_000, 1_000_000}, c.backlogs)
 	require.Equal(t, []int{1, 2, 4}, c.relays)
 	require.Equal(t, benchSections, c.sections)
+}
+
+func TestParseBenchFlags_BatchAndConcurrency(t *testing.T) {
+	t.Parallel()
+	c, err := parseBenchFlags([]string{"-batch", "2000", "-concurrency", "1,4"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 2000, c.batch)
+	require.Equal(t, []drainCase{{1, 1}, {2, 1}, {4, 1}, {1, 4}, {2, 4}, {4, 4}}, c.cases())
+	require.Equal(t, "1 relay, Concurrency 4", drainCase{1, 4}.String())
+	require.Equal(t, "2 relays", drainCase{2, 2}.String())
+
+	for _, args := range [][]string{{"-batch", "0"}, {"-batch", "100001"}, {"-concurrency", "0"}, {"-concurrency", "65"}, {"-concurrency", "two"}} {
+		_, err := parseBenchFlags(args, io.Discard)
+		require.ErrorContains(t, err, strings.TrimPrefix(args[0], "-"), "%v", args)
+	}
 }
