@@ -71,3 +71,38 @@ func (e *EventError) Unwrap() []error {
 	}
 	return []error{ErrInvalidEvent, e.Err}
 }
+
+// ErrRejected is wrapped by a publisher's error for a message the broker
+// refuses for good: too large, invalid, for a topic that does not exist or
+// that the publisher may not write to. Sending it again cannot succeed until
+// someone changes the event or the broker. The relay charges the event an
+// attempt, so that it is dead after [RelayConfig.MaxAttempts], even when no
+// other event flows.
+var ErrRejected = errors.New("omnibox: the broker rejected the message")
+
+// ErrUnavailable is wrapped by a publisher's error when the broker could not
+// be reached or did not answer in time: the message may succeed later as it
+// is. The relay charges the event no attempt; a batch of which nothing was
+// published counts towards the circuit breaker.
+var ErrUnavailable = errors.New("omnibox: the broker is unavailable")
+
+// ErrRelayIDInUse is returned by a store's Claim (and logged by the relay)
+// when another live process records itself under the same relay ID: each
+// relay process needs an ID of its own ([RelayConfig.ID]).
+var ErrRelayIDInUse = errors.New("omnibox: the relay ID is in use by another live process")
+
+// MessageErrors is implemented by the error a publisher returns from a
+// Publish call of which only some messages failed. The relay then records
+// the others as delivered instead of publishing them again.
+//
+// A publisher that implements it promises prefix semantics per key: among
+// the messages of one key (for Kafka: of one partition) in a call, those it
+// stored are the first ones, in order; once one failed, none after it was or
+// will be stored by that call.
+type MessageErrors interface {
+	error
+	// MessageErrors returns the error of each message that was not
+	// acknowledged, by message UUID. Messages of the call that are not in
+	// the map were acknowledged.
+	MessageErrors() map[string]error
+}

@@ -68,6 +68,13 @@ type InsertParams struct {
 //     discarded or requeued. Events without a key block nothing.
 //   - Two claims never hold the same event. Claiming does not count as an
 //     attempt: attempts count failures, recorded by Complete.
+//   - Claim and Complete are called with a context that has a deadline,
+//     inside the claim's lease. A store must make the server give up by
+//     then too, where the driver may not abort a call when the context
+//     ends (lib/pq waits on a silent socket): a statement timeout, a lock
+//     wait timeout, and a limit on how long the session may sit idle
+//     inside the transaction, so that a relay cut off mid-transaction
+//     cannot hold locks that stop other relays.
 type RelayStore interface {
 	// Claim leases partitions and up to params.Limit of their oldest
 	// claimable events to params.Owner. It is called inside a transaction
@@ -112,6 +119,12 @@ type ClaimParams struct {
 	Lease time.Duration
 	// Limit is the most events to claim.
 	Limit int
+	// Nonce identifies the relay process: a random value of each
+	// [Relay], recorded beside Relay. When Relay is recorded as live with
+	// another non-empty nonce, another live process uses the same relay ID:
+	// Claim then claims nothing and returns an error wrapping
+	// [ErrRelayIDInUse], unless Restart is set. Empty skips the check.
+	Nonce string
 	// Owner names the claim. It must be unique per claim (the relay adds a
 	// sequence number to its ID), since Complete matches on it.
 	Owner string
@@ -123,6 +136,11 @@ type ClaimParams struct {
 	// Lease, and shares the partitions among the live relays. Empty counts as
 	// Owner (a relay claiming once).
 	Relay string
+	// Restart marks the first claim of a relay's run: a live record of Relay
+	// with another Nonce is that of a predecessor that died, and the claim
+	// replaces it instead of failing with [ErrRelayIDInUse]. (If it was in
+	// fact a live twin, the twin's next claim fails.)
+	Restart bool
 }
 
 // ClaimResult is what [RelayStore.Claim] returns.
