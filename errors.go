@@ -31,6 +31,10 @@ var ErrInvalidEvent = errors.New("omnibox: invalid event")
 // event's payload is larger than [Config.MaxPayloadBytes].
 var ErrPayloadTooLarge = errors.New("payload too large")
 
+// ErrMetadataTooLarge is wrapped (together with [ErrInvalidEvent]) when an
+// event's metadata is larger than [Config.MaxMetadataBytes].
+var ErrMetadataTooLarge = errors.New("metadata too large")
+
 // ErrDuplicateEventID is returned by stores when an event with the same ID is
 // already in the outbox. Stores must wrap it so that errors.Is reports true.
 var ErrDuplicateEventID = errors.New("omnibox: duplicate event ID")

@@ -62,7 +62,7 @@ type Event struct {
 
 // prepare fills in defaults (ID, CreatedAt) and validates the event. It does
 // not modify the caller's event: it returns the completed copy.
-func (e Event) prepare(index int, maxPayload int, now time.Time) (Event, error) {
+func (e Event) prepare(index int, maxPayload, maxMetadata int, now time.Time) (Event, error) {
 	fail := func(reason string, sentinel error) (Event, error) {
 		return Event{}, &EventError{Index: index, ID: e.ID, Reason: reason, Err: sentinel}
 	}
@@ -91,7 +91,9 @@ func (e Event) prepare(index int, maxPayload int, now time.Time) (Event, error) 
 	case len(e.Payload) > maxPayload:
 		return fail(fmt.Sprintf("payload is %d bytes, the limit (Config.MaxPayloadBytes) is %d", len(e.Payload), maxPayload), ErrPayloadTooLarge)
 	}
+	metadataBytes := 0
 	for k, v := range e.Metadata {
+		metadataBytes += len(k) + len(v)
 		switch {
 		case k == "":
 			return fail("metadata has an empty key", ErrInvalidEvent)
@@ -102,6 +104,9 @@ func (e Event) prepare(index int, maxPayload int, now time.Time) (Event, error) 
 		case !validText(v):
 			return fail(fmt.Sprintf("metadata value of %q is not valid UTF-8 or contains a NUL byte", k), ErrInvalidEvent)
 		}
+	}
+	if metadataBytes > maxMetadata {
+		return fail(fmt.Sprintf("metadata is %d bytes (keys and values), the limit (Config.MaxMetadataBytes) is %d", metadataBytes, maxMetadata), ErrMetadataTooLarge)
 	}
 	if e.CreatedAt.IsZero() {
 		e.CreatedAt = now

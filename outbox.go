@@ -20,6 +20,11 @@ import (
 // accepts with modest metadata is one a default broker accepts too.
 const DefaultMaxPayloadBytes = 1_000_000
 
+// DefaultMaxMetadataBytes is the default of [Config.MaxMetadataBytes]:
+// 32 KiB of metadata keys and values, which with a payload of
+// [DefaultMaxPayloadBytes] still fits a default Kafka broker's record batch.
+const DefaultMaxMetadataBytes = 32 << 10
+
 // Config configures an [Outbox]. The zero value takes every default.
 type Config struct {
 	// MaxPayloadBytes is the largest payload accepted. An event over it is
@@ -28,6 +33,12 @@ type Config struct {
 	// limit (Kafka: message.max.bytes, and the producer's MaxMessageBytes).
 	// Defaults to [DefaultMaxPayloadBytes].
 	MaxPayloadBytes int
+	// MaxMetadataBytes is the most metadata accepted, counting the bytes of
+	// its keys and values (which travel as message headers). An event over
+	// it is rejected at write time, with nothing written: a broker would
+	// refuse it, and it would only die after the relay's MaxAttempts.
+	// Defaults to [DefaultMaxMetadataBytes].
+	MaxMetadataBytes int
 	// MessageKeyFunc derives the event key of a Watermill message written with
 	// [Outbox.WriteMessagesTx] or [Outbox.Publisher]. Defaults to reading the
 	// [MetadataKey] entry of the message's metadata (and storing the metadata
@@ -38,6 +49,7 @@ type Config struct {
 func (c *Config) withDefaults() *Config {
 	out := *c
 	out.MaxPayloadBytes = cmp.Or(out.MaxPayloadBytes, DefaultMaxPayloadBytes)
+	out.MaxMetadataBytes = cmp.Or(out.MaxMetadataBytes, DefaultMaxMetadataBytes)
 	return &out
 }
 
@@ -45,6 +57,9 @@ func (c *Config) withDefaults() *Config {
 func (c *Config) Validate() error {
 	if c.MaxPayloadBytes < 0 {
 		return fmt.Errorf("omnibox: Config.MaxPayloadBytes must not be negative, got %d", c.MaxPayloadBytes)
+	}
+	if c.MaxMetadataBytes < 0 {
+		return fmt.Errorf("omnibox: Config.MaxMetadataBytes must not be negative, got %d", c.MaxMetadataBytes)
 	}
 	return nil
 }
@@ -139,7 +154,7 @@ func (o *Outbox) WriteTx(ctx context.Context, tx *sql.Tx, events ...Event) error
 	prepared := make([]Event, len(events))
 	now := o.now()
 	for i, e := range events {
-		p, err := e.prepare(i, o.config.MaxPayloadBytes, now)
+		p, err := e.prepare(i, o.config.MaxPayloadBytes, o.config.MaxMetadataBytes, now)
 		if err != nil {
 			return err
 		}

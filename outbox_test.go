@@ -2,6 +2,7 @@ package omnibox_test
 
 import (
 	"context"
+	"fmt"
 	"database/sql"
 	"errors"
 	"strings"
@@ -100,6 +101,8 @@ func TestWriteTxRejectsBadInput(t *testing.T) {
 		{"NUL in metadata", omnibox.Event{Topic: "t", Metadata: map[string]string{"a": "b\x00"}}, omnibox.ErrInvalidEvent, `metadata value of "a"`},
 		{"CreatedAt out of range", omnibox.Event{Topic: "t", CreatedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}, omnibox.ErrInvalidEvent, "outside the years 1000 to 9999"},
 		{"reserved metadata", omnibox.Event{Topic: "t", Metadata: map[string]string{omnibox.MetadataKey: "k"}}, omnibox.ErrInvalidEvent, "reserved"},
+		{"metadata over max", omnibox.Event{Topic: "t", Metadata: map[string]string{"big": strings.Repeat("x", omnibox.DefaultMaxMetadataBytes)}}, omnibox.ErrMetadataTooLarge,
+			fmt.Sprintf("metadata is %d bytes (keys and values), the limit (Config.MaxMetadataBytes) is %d", omnibox.DefaultMaxMetadataBytes+3, omnibox.DefaultMaxMetadataBytes)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

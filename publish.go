@@ -1,31 +1,69 @@
 package omnibox
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
+// failureClass says whose fault a failed publication is, which decides
+// whether it costs the event an attempt.
+type failureClass int
+
+const (
+	// failureUnknown: the publisher did not say. A batch of which nothing
+	// went through on two keys or more is taken for an outage; a failure of
+	// one key alone is charged.
+	failureUnknown failureClass = iota
+	// failureRejected: the broker refuses the event for good ([ErrRejected]):
+	// charged, whatever else happens.
+	failureRejected
+	// failureUnavailable: the broker could not be reached or did not answer
+	// in time ([ErrUnavailable]), or the call was given up at its deadline:
+	// never charged.
+	failureUnavailable
+)
+
+func classify(err error) failureClass {
+	switch {
+	case errors.Is(err, ErrRejected):
+		return failureRejected
+	case errors.Is(err, ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return failureUnavailable
+	}
+	return failureUnknown
+}
+
 // publishResult is what the publisher did with a batch.
 type publishResult struct {
 	delivered []int64
-	failed    []failedPublish
+	// failed holds the first failed event of each key that failed for a
+	// reason that may be the event's own (rejected, or unknown).
+	failed []failedPublish
 	// failedKeys counts the distinct keys (an event without a key counts
-	// alone) whose publication failed.
+	// alone) whose publication failed, whatever the reason.
 	failedKeys int
-	// released are events not tried, or not tried alone, because an earlier
-	// event of their key failed or the broker looked down.
+	// released are events given back without an attempt charged: not tried,
+	// behind a failed event of their key, or failed because the broker was
+	// unavailable.
 	released []int64
-	err      error
+	// unavailable reports a failure of the broker itself (ErrUnavailable, a
+	// deadline, or failed single publishes of several keys in a row).
+	unavailable bool
+	err         error
 }
 
 type failedPublish struct {
-	ev  ClaimedEvent
-	err error
+	ev    ClaimedEvent
+	err   error
+	class failureClass
 }
 
 // isolateProbes is how many failed single-event publishes in a row, with none
@@ -33,13 +71,23 @@ type failedPublish struct {
 const isolateProbes = 3
 
 // publish publishes the claimed events with one Publish call per topic, each
-// in claim order (so per-key order holds within a topic). When a call fails,
-// its events are published one at a time to tell the events that fail from
-// those that do not: keys are taken in random order (so a few poison events
-// at the head cannot pass for a broker outage every time), the events of a
-// key in order, and a key's events after its first failure are not tried.
-// Three failures in a row with no success stop it: the broker is down.
-func (r *Relay) publish(claimed []ClaimedEvent) publishResult {
+// in claim order (so per-key order holds within a topic), every message
+// carrying a context that ends at deadline; a call still running shortly
+// after the deadline is given up, its events released.
+//
+// A failed call that says which messages failed ([MessageErrors]) is taken
+// at its word: per key, the events before the first failure are delivered,
+// the first failure is charged or released by its class, and the later
+// events of the key are released. A call that fails as a whole with
+// [ErrUnavailable] releases its events. Otherwise its events are published
+// one at a time to tell the events that fail from those that do not: keys are
+// taken in random order (so a few poison events at the head cannot pass for
+// a broker outage every time), the events of a key in order, and a key's
+// events after its first failure are not tried. Three failures in a row with
+// no success, or one that says the broker is unavailable, stop it.
+func (r *Relay) publish(ctx context.Context, claimed []ClaimedEvent, deadline time.Time) publishResult {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	var (
 		res     publishResult
 		topics  []string
@@ -53,45 +101,103 @@ func (r *Relay) publish(claimed []ClaimedEvent) publishResult {
 	}
 	res.delivered = make([]int64, 0, len(claimed))
 	failedKeys := make(map[string]bool)
-	down := false
 	for _, topic := range topics {
 		events := byTopic[topic]
-		if down {
-			for _, ev := range events {
-				res.released = append(res.released, ev.Seq)
-			}
+		if res.unavailable || ctx.Err() != nil {
+			res.unavailable = true
+			res.releaseAll(events)
 			continue
 		}
-		msgs := make([]*message.Message, len(events))
-		for j, ev := range events {
-			msgs[j] = ToMessage(ev.Event)
-		}
-		err := r.publisher.Publish(topic, msgs...)
+		err := r.publishCall(ctx, topic, events)
 		if err == nil {
 			for _, ev := range events {
 				res.delivered = append(res.delivered, ev.Seq)
 			}
 			continue
 		}
-		err = fmt.Errorf("omnibox: publishing %d event(s) to topic %q: %w", len(msgs), topic, err)
+		err = fmt.Errorf("omnibox: publishing %d event(s) to topic %q: %w", len(events), topic, err)
 		if res.err == nil {
 			res.err = err
 		}
-		if len(events) == 1 {
-			res.failed = append(res.failed, failedPublish{ev: events[0], err: err})
-			failedKeys[keyOf(events[0])] = true
-			down = len(res.delivered) == 0 && len(failedKeys) >= isolateProbes
-			continue
+		var me MessageErrors
+		switch {
+		case errors.As(err, &me):
+			res.byMessage(events, me.MessageErrors(), err, failedKeys)
+		case classify(err) == failureUnavailable:
+			res.unavailable = true
+			res.releaseAll(events)
+			for _, ev := range events {
+				failedKeys[keyOf(ev)] = true
+			}
+		case len(events) == 1:
+			res.fail(events[0], err, failedKeys)
+			res.unavailable = len(res.delivered) == 0 && len(failedKeys) >= isolateProbes
+		default:
+			r.isolate(ctx, topic, events, &res, failedKeys)
 		}
-		down = r.isolate(topic, events, &res, failedKeys)
 	}
 	res.failedKeys = len(failedKeys)
 	return res
 }
 
+// publishCall publishes events to topic, each message carrying ctx, and
+// gives the call up when it has not returned shortly after ctx's deadline.
+func (r *Relay) publishCall(ctx context.Context, topic string, events []ClaimedEvent) error {
+	msgs := make([]*message.Message, len(events))
+	for i, ev := range events {
+		msgs[i] = ToMessage(ev.Event)
+		msgs[i].SetContext(ctx)
+	}
+	_, err := r.within(ctx, "publish", func(context.Context) (struct{}, error) {
+		return struct{}{}, r.publisher.Publish(topic, msgs...)
+	})
+	return err
+}
+
+// byMessage sorts the events of a call by the per-message errors the
+// publisher reported: per key, delivered up to the first failure, then
+// released.
+func (res *publishResult) byMessage(events []ClaimedEvent, errs map[string]error, callErr error, failedKeys map[string]bool) {
+	for _, ev := range events {
+		k := keyOf(ev)
+		if failedKeys[k] {
+			res.released = append(res.released, ev.Seq)
+			continue
+		}
+		err, failed := errs[ev.ID]
+		if !failed {
+			res.delivered = append(res.delivered, ev.Seq)
+			continue
+		}
+		if err == nil {
+			err = callErr
+		}
+		res.fail(ev, fmt.Errorf("omnibox: publishing event %q to topic %q: %w", ev.ID, ev.Topic, err), failedKeys)
+	}
+}
+
+// fail records the first failure of ev's key: charged later unless the
+// broker was unavailable.
+func (res *publishResult) fail(ev ClaimedEvent, err error, failedKeys map[string]bool) {
+	failedKeys[keyOf(ev)] = true
+	class := classify(err)
+	if class == failureUnavailable {
+		res.unavailable = true
+		res.released = append(res.released, ev.Seq)
+		return
+	}
+	res.failed = append(res.failed, failedPublish{ev: ev, err: err, class: class})
+}
+
+func (res *publishResult) releaseAll(events []ClaimedEvent) {
+	for _, ev := range events {
+		res.released = append(res.released, ev.Seq)
+	}
+}
+
 // isolate publishes events of a failed Publish call one at a time; see
-// publish. It reports whether the broker looks down.
-func (r *Relay) isolate(topic string, events []ClaimedEvent, res *publishResult, failedKeys map[string]bool) bool {
+// publish.
+func (r *Relay) isolate(ctx context.Context, topic string, events []ClaimedEvent, res *publishResult, failedKeys map[string]bool) {
 	var keys []string
 	byKey := make(map[string][]ClaimedEvent)
 	for _, ev := range events {
@@ -102,18 +208,20 @@ func (r *Relay) isolate(topic string, events []ClaimedEvent, res *publishResult,
 		byKey[k] = append(byKey[k], ev)
 	}
 	rand.Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
-	failuresInARow, down := 0, false
+	failuresInARow := 0
 	for _, k := range keys {
 		for i, ev := range byKey[k] {
-			if down || failedKeys[k] {
+			if res.unavailable || failedKeys[k] || ctx.Err() != nil {
+				res.unavailable = res.unavailable || ctx.Err() != nil
 				res.released = append(res.released, ev.Seq)
 				continue
 			}
-			if err := r.publisher.Publish(topic, ToMessage(ev.Event)); err != nil {
-				res.failed = append(res.failed, failedPublish{ev: ev, err: fmt.Errorf("omnibox: publishing event %q to topic %q: %w", ev.ID, topic, err)})
-				failedKeys[k] = true
+			if err := r.publishCall(ctx, topic, byKey[k][i:i+1]); err != nil {
+				res.fail(ev, fmt.Errorf("omnibox: publishing event %q to topic %q: %w", ev.ID, topic, err), failedKeys)
 				failuresInARow++
-				down = len(res.delivered) == 0 && failuresInARow >= isolateProbes
+				if len(res.delivered) == 0 && failuresInARow >= isolateProbes {
+					res.unavailable = true
+				}
 				for _, later := range byKey[k][i+1:] {
 					res.released = append(res.released, later.Seq)
 				}
@@ -123,7 +231,6 @@ func (r *Relay) isolate(topic string, events []ClaimedEvent, res *publishResult,
 			failuresInARow = 0
 		}
 	}
-	return down
 }
 
 // keyOf returns the ordering key of an event: its key, or for an event
@@ -150,6 +257,7 @@ func ToMessage(ev Event) *message.Message {
 	return msg
 }
 
+// cleanError renders err as text every store accepts: valid UTF-8, no NUL
 // bytes, at most n bytes.
 func cleanError(err error, n int) string {
 	s := err.Error()

@@ -18,6 +18,7 @@ const (
 	DefaultBreakerCooldown  = time.Second
 	DefaultBreakerThreshold = 3
 	DefaultConcurrency      = 2
+	DefaultDatabaseTimeout  = 5 * time.Second
 	DefaultLease            = 30 * time.Second
 	DefaultMaxAttempts      = 10
 	DefaultMaxBackoff       = 30 * time.Second
@@ -82,6 +83,16 @@ type RelayConfig struct {
 	// At most [Partitions]. Defaults to [DefaultConcurrency]; a store may
 	// lower it ([RelayConcurrencyLimiter]: SQLite runs one).
 	Concurrency int
+	// DatabaseTimeout bounds each of the relay's calls to the database: a
+	// claim (with the record that the relay is live), each attempt to record
+	// a batch's outcome, a purge. A call that has not returned by then is
+	// given up (a driver that ignores the context, such as lib/pq on a link
+	// that stopped answering, is left to finish on its own), and the store
+	// makes the server give up too (statement, lock and idle-in-transaction
+	// timeouts), so that a relay cut off mid-transaction cannot hold locks
+	// that stop the others. Defaults to [DefaultDatabaseTimeout], or Lease/6
+	// when that is shorter.
+	DatabaseTimeout time.Duration
 	// ID names this relay in the outbox table (the owner of its claims, and
 	// a live relay among which partitions are shared) and in logs. Give each
 	// relay process a stable, unique ID (a pod name, say) and a restarted
@@ -114,6 +125,14 @@ type RelayConfig struct {
 	// OnDead says what a dead event means for the later events of its key.
 	// Defaults to [DeadBlocksKey].
 	OnDead DeadPolicy
+	// PublishTimeout bounds the publishing of a batch: the messages carry a
+	// context with this deadline ([message.Message.Context]), and a Publish
+	// call still running after it is given up and its events released
+	// unpublished, without charging them an attempt. A claim, its publishing
+	// and the record of its outcome must fit in the lease: DatabaseTimeout +
+	// PublishTimeout + DatabaseTimeout must be less than Lease. Defaults to
+	// Lease/2.
+	PublishTimeout time.Duration
 	// PollInterval is how long an idle relay waits before looking for new
 	// events again. After a batch it claims again at once; [Relay.Notify]
 	// (and [Outbox.WakeOnCommit]) cut the wait short. Defaults to
@@ -144,6 +163,8 @@ func (c *RelayConfig) withDefaults() *RelayConfig {
 	out.BreakerThreshold = cmp.Or(out.BreakerThreshold, DefaultBreakerThreshold)
 	out.Concurrency = cmp.Or(out.Concurrency, DefaultConcurrency)
 	out.Lease = cmp.Or(out.Lease, DefaultLease)
+	out.DatabaseTimeout = cmp.Or(out.DatabaseTimeout, min(DefaultDatabaseTimeout, out.Lease/6))
+	out.PublishTimeout = cmp.Or(out.PublishTimeout, out.Lease/2)
 	out.MaxAttempts = cmp.Or(out.MaxAttempts, DefaultMaxAttempts)
 	out.MaxBackoff = cmp.Or(out.MaxBackoff, DefaultMaxBackoff)
 	out.MinBackoff = cmp.Or(out.MinBackoff, DefaultMinBackoff)
@@ -176,7 +197,8 @@ func (c *RelayConfig) Validate() error {
 		name string
 		d    time.Duration
 	}{
-		{"BreakerCooldown", c.BreakerCooldown}, {"Lease", c.Lease}, {"MaxBackoff", c.MaxBackoff},
+		{"BreakerCooldown", c.BreakerCooldown}, {"DatabaseTimeout", c.DatabaseTimeout}, {"Lease", c.Lease},
+		{"MaxBackoff", c.MaxBackoff}, {"PublishTimeout", c.PublishTimeout},
 		{"MinBackoff", c.MinBackoff}, {"PollInterval", c.PollInterval}, {"PurgeInterval", c.PurgeInterval},
 		{"RetryMaxDelay", c.RetryMaxDelay}, {"RetryMinDelay", c.RetryMinDelay},
 	} {
@@ -207,6 +229,21 @@ func (c *RelayConfig) Validate() error {
 		return fmt.Errorf("omnibox: RelayConfig.ID must be at most 100 bytes, got %d", len(c.ID))
 	case strings.Contains(c.ID, "/"):
 		return fmt.Errorf("omnibox: RelayConfig.ID must not contain %q, got %q", "/", c.ID)
+	case !validText(c.ID):
+		return fmt.Errorf("omnibox: RelayConfig.ID must be valid UTF-8 without NUL bytes, got %q", c.ID)
+	}
+	return c.validateBudget()
+}
+
+// validateBudget checks that a claim, its publishing and the record of its
+// outcome fit in the lease, with the defaults applied.
+func (c *RelayConfig) validateBudget() error {
+	lease := cmp.Or(c.Lease, DefaultLease)
+	db := cmp.Or(c.DatabaseTimeout, min(DefaultDatabaseTimeout, lease/6))
+	pub := cmp.Or(c.PublishTimeout, lease/2)
+	if db+pub+db >= lease {
+		return fmt.Errorf("omnibox: RelayConfig.DatabaseTimeout (%s) + PublishTimeout (%s) + DatabaseTimeout must be less than Lease (%s), "+
+			"so that a batch is claimed, published and recorded inside its lease: lower the timeouts or raise Lease", db, pub, lease)
 	}
 	return nil
 }

@@ -42,6 +42,11 @@ type Relay struct {
 	txOptions *sql.TxOptions // of claim and complete transactions
 	wake      chan struct{}
 	closeOnce sync.Once
+	nonce     string      // this Relay's, recorded beside its ID (ClaimParams.Nonce)
+	retryLog  *logLimiter // of the warnings about events to be retried
+	// idConflict is set while claims are refused because another process
+	// uses this relay's ID; the first refusal logs it.
+	idConflict atomic.Bool
 	closed    chan struct{}
 
 	// mu guards the state shared by the lanes of Run: the circuit breaker
@@ -68,6 +73,9 @@ type lane struct {
 	id       string // the relay ID, or ID/index with several lanes
 	prefix   string // id + "/"
 	takeover bool
+	// restart marks the lane's claims until one succeeds: they replace a
+	// live record of the lane's ID left by a predecessor (ClaimParams.Restart).
+	restart bool
 }
 
 // ownerPrefix returns the prefix of the owners whose leases l's claims take
@@ -84,7 +92,7 @@ func (r *Relay) lane(i int) lane {
 	if r.config.Concurrency > 1 {
 		id += "/" + strconv.Itoa(i)
 	}
-	return lane{index: i, id: id, prefix: id + "/"}
+	return lane{index: i, id: id, prefix: id + "/", restart: true}
 }
 
 type relayCounters struct {
@@ -93,6 +101,8 @@ type relayCounters struct {
 	breakerOpens   atomic.Int64
 	dead           atomic.Int64
 	failures       atomic.Int64
+	givenUp        atomic.Int64
+	idConflicts    atomic.Int64
 	lostLease      atomic.Int64
 	published      atomic.Int64
 	purged         atomic.Int64
@@ -113,6 +123,13 @@ type RelayStats struct {
 	// Failures counts failed claims, failed batches and failed writes of
 	// outcomes.
 	Failures int64
+	// GivenUp counts calls to the database or the publisher that had not
+	// returned by their deadline ([RelayConfig.DatabaseTimeout],
+	// [RelayConfig.PublishTimeout]) and were given up.
+	GivenUp int64
+	// IDConflicts counts claims refused because another live process uses
+	// this relay's ID ([ErrRelayIDInUse]).
+	IDConflicts int64
 	// LostLeases counts events that were published but whose lease had
 	// expired and been taken over before they could be marked delivered:
 	// they may be published again by another relay.
@@ -149,6 +166,8 @@ func NewRelay(db *sql.DB, store RelayStore, publisher message.Publisher, config 
 		store:     store,
 		wake:      make(chan struct{}, 1),
 		closed:    make(chan struct{}),
+		nonce:     newNonce(),
+		retryLog:  newLogLimiter(retryLogBurst, retryLogEvery),
 	}
 	if o, ok := store.(RelayTxOptioner); ok {
 		r.txOptions = o.RelayTxOptions()
@@ -170,6 +189,8 @@ func (r *Relay) Stats() RelayStats {
 		BreakerOpens: r.stats.breakerOpens.Load(),
 		Dead:         r.stats.dead.Load(),
 		Failures:     r.stats.failures.Load(),
+		GivenUp:      r.stats.givenUp.Load(),
+		IDConflicts:  r.stats.idConflicts.Load(),
 		LostLeases:   r.stats.lostLease.Load(),
 		Published:    r.stats.published.Load(),
 		Purged:       r.stats.purged.Load(),
@@ -291,7 +312,7 @@ func (r *Relay) runLane(ctx context.Context, l lane, log *slog.Logger, afterFirs
 			}
 			continue
 		}
-		out, err := r.relayBatch(ctx, l)
+		out, err := r.relayBatch(ctx, &l)
 		if l.takeover {
 			l.takeover = false
 			afterFirst()
@@ -301,6 +322,9 @@ func (r *Relay) runLane(ctx context.Context, l lane, log *slog.Logger, afterFirs
 		switch {
 		case err != nil && ctx.Err() != nil:
 			// Stopping: the error is the cancellation.
+		case errors.Is(err, ErrRelayIDInUse):
+			wait = r.idInUse(ctx, log, err)
+			wakeable = false
 		case err != nil:
 			// The database failed (claiming or recording the outcome).
 			r.stats.failures.Add(1)
@@ -321,10 +345,12 @@ func (r *Relay) runLane(ctx context.Context, l lane, log *slog.Logger, afterFirs
 			wait = r.brokerFailed(ctx, log, l, out.err)
 			wakeable = false
 		default:
-			// A batch went through (some of it at least): the broker is up,
-			// and there may be more to claim at once; a full batch wakes
-			// another lane to claim beside this one.
-			r.brokerRecovered(ctx, log)
+			// A batch went through (some of it at least; or its failures
+			// were the events' own): there may be more to claim at once; a
+			// full batch wakes another lane to claim beside this one.
+			if out.published > 0 {
+				r.brokerRecovered(ctx, log)
+			}
 			if out.claimed >= r.config.BatchSize && r.config.Concurrency > 1 {
 				r.Notify()
 			}
@@ -338,6 +364,7 @@ func (r *Relay) runLane(ctx context.Context, l lane, log *slog.Logger, afterFirs
 	}
 }
 
+// purgeLoop deletes delivered events past the retention period every
 // PurgeInterval until ctx ends.
 func (r *Relay) purgeLoop(ctx context.Context, purger Purger, log *slog.Logger) {
 	t := time.NewTicker(r.config.PurgeInterval)
@@ -349,7 +376,11 @@ func (r *Relay) purgeLoop(ctx context.Context, purger Purger, log *slog.Logger) 
 		case <-t.C:
 		}
 		for ctx.Err() == nil {
-			n, err := purger.Purge(ctx, r.db, r.config.PurgeBatchSize)
+			pctx, cancel := context.WithTimeout(ctx, r.config.DatabaseTimeout)
+			n, err := within(r, pctx, "purge", func(ctx context.Context) (int, error) {
+				return purger.Purge(ctx, r.db, r.config.PurgeBatchSize)
+			})
+			cancel()
 			if err != nil {
 				if ctx.Err() == nil {
 					log.WarnContext(ctx, "omnibox relay could not purge delivered events", slog.Any("error", err))
@@ -378,7 +409,7 @@ func (r *Relay) Drain(ctx context.Context) (int, error) {
 	l := r.lane(0)
 	l.takeover = true
 	for {
-		out, err := r.relayBatch(ctx, l)
+		out, err := r.relayBatch(ctx, &l)
 		total += out.published
 		if err != nil {
 			return total, err
@@ -394,79 +425,122 @@ func (r *Relay) Drain(ctx context.Context) (int, error) {
 
 // relayBatch claims, publishes and records one batch. The error is the
 // database's; what the publisher did is in the outcome. Once a batch is
-// claimed, it is finished even if ctx ends meanwhile.
-func (r *Relay) relayBatch(ctx context.Context, l lane) (batchOutcome, error) {
+// claimed, it is finished even if ctx ends meanwhile, inside the lease: the
+// claim has DatabaseTimeout, the publishing PublishTimeout after it, and
+// the record of the outcome what is left of the lease.
+func (r *Relay) relayBatch(ctx context.Context, l *lane) (batchOutcome, error) {
 	owner := l.prefix + strconv.FormatInt(r.batchSeq.Add(1), 10)
+	start := time.Now()
 	claimed, err := r.claim(ctx, l, owner)
 	if err != nil || len(claimed) == 0 {
 		return batchOutcome{}, err
 	}
 	// From here on the batch is ours: finish it even when ctx ends.
 	ctx = context.WithoutCancel(ctx)
-	res := r.publish(claimed)
+	res := r.publish(ctx, claimed, start.Add(r.config.DatabaseTimeout+r.config.PublishTimeout))
 	out := batchOutcome{claimed: len(claimed), err: res.err}
 	params := CompleteParams{Owner: owner, Delivered: res.delivered, Released: res.released}
 	if res.err != nil {
 		params.ReleaseError = cleanError(res.err, 2000)
 	}
-	// A batch of which nothing was published, on two keys or more, tells of
-	// the broker rather than of the events; so does any failure while the
-	// breaker is open. Such failures cost no attempt.
-	out.brokerDown = len(res.delivered) == 0 && len(res.failed) > 0
-	if out.brokerDown && (res.failedKeys > 1 || r.breakerIsOpen()) {
-		for _, f := range res.failed {
-			params.Released = append(params.Released, f.ev.Seq)
+	// A batch of which nothing was published tells of the broker, not of
+	// the events, when a failure said the broker is unavailable, or when
+	// failures of unknown cause hit two keys or more or came while the
+	// breaker is open: such failures cost no attempt. Failures the broker
+	// gave for good (ErrRejected) are always charged.
+	// A failure of unknown cause on one key alone is charged, and still
+	// counts towards the breaker.
+	nothing := len(res.delivered) == 0 && res.failedKeys > 0
+	spare := nothing && (res.unavailable || res.failedKeys > 1 || r.breakerIsOpen())
+	out.brokerDown = spare
+	for _, f := range res.failed {
+		if f.class == failureUnknown && nothing {
+			out.brokerDown = true
 		}
-	} else {
-		for _, f := range res.failed {
-			fe := FailedEvent{Seq: f.ev.Seq, Error: cleanError(f.err, 2000)}
-			if f.ev.Attempts+1 >= r.config.MaxAttempts {
-				params.Dead = append(params.Dead, fe)
-			} else {
-				fe.Delay = backoff(r.config.RetryMinDelay, r.config.RetryMaxDelay, f.ev.Attempts+1)
-				params.Retry = append(params.Retry, fe)
-			}
+		if spare && f.class != failureRejected {
+			params.Released = append(params.Released, f.ev.Seq)
+			continue
+		}
+		fe := FailedEvent{Seq: f.ev.Seq, Error: cleanError(f.err, 2000)}
+		if f.ev.Attempts+1 >= r.config.MaxAttempts {
+			params.Dead = append(params.Dead, fe)
+		} else {
+			fe.Delay = backoff(r.config.RetryMinDelay, r.config.RetryMaxDelay, f.ev.Attempts+1)
+			params.Retry = append(params.Retry, fe)
 		}
 	}
-	done, err := r.complete(ctx, params)
+	done, err := r.complete(ctx, params, start.Add(r.config.Lease))
 	if err != nil {
 		// The published events' lease will expire and they will be published
 		// again: at-least-once holds.
 		return out, err
 	}
+	r.recorded(ctx, res, params, done, &out)
+	return out, nil
+}
+
+// recorded counts and logs what became of a batch whose outcome was written.
+func (r *Relay) recorded(ctx context.Context, res publishResult, params CompleteParams, done *CompleteResult, out *batchOutcome) {
+	log := r.config.Logger
 	if lost := len(res.delivered) - done.Delivered; lost > 0 {
 		r.stats.lostLease.Add(int64(lost))
-		r.config.Logger.WarnContext(ctx, "omnibox relay lost the lease on published events; they may be published twice (publishing took longer than RelayConfig.Lease?)",
+		log.WarnContext(ctx, "omnibox relay lost the lease on published events; they may be published twice (publishing took longer than RelayConfig.Lease, or another process runs with the same RelayConfig.ID)",
 			slog.String("relay", r.config.ID), slog.Int("events", lost))
 	}
 	out.published = done.Delivered
 	r.stats.published.Add(int64(done.Delivered))
 	r.stats.retries.Add(int64(len(params.Retry)))
 	r.stats.dead.Add(int64(len(params.Dead)))
+	for _, f := range params.Retry {
+		if ok, suppressed := r.retryLog.allow(); ok {
+			log.WarnContext(ctx, "omnibox relay failed to publish an event; it will be retried, its key waiting behind it",
+				slog.String("relay", r.config.ID), slog.Int64("seq", f.Seq), slog.Duration("retry_in", f.Delay),
+				slog.Int("max_attempts", r.config.MaxAttempts), slog.String("error", f.Error), slog.Int("suppressed", suppressed))
+		}
+	}
 	for _, f := range params.Dead {
-		r.config.Logger.ErrorContext(ctx, "omnibox relay gave up on an event: it is dead (list, requeue or discard it with the store's dead-letter methods)",
+		log.ErrorContext(ctx, "omnibox relay gave up on an event: it is dead (list, requeue or discard it with `omnibox dead` or the store's dead-letter methods)",
 			slog.String("relay", r.config.ID), slog.Int64("seq", f.Seq), slog.Int("attempts", r.config.MaxAttempts), slog.String("error", f.Error))
 	}
 	if res.err == nil {
 		r.stats.batches.Add(1)
 	}
-	return out, nil
 }
 
-func (r *Relay) claim(ctx context.Context, l lane, owner string) ([]ClaimedEvent, error) {
+// claim claims a batch within DatabaseTimeout.
+func (r *Relay) claim(ctx context.Context, l *lane, owner string) ([]ClaimedEvent, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.config.DatabaseTimeout)
+	defer cancel()
+	params := ClaimParams{
+		BlockOnDead: r.config.OnDead == DeadBlocksKey,
+		Lease:       r.config.Lease,
+		Limit:       r.config.BatchSize,
+		Nonce:       r.nonce,
+		Owner:       owner,
+		OwnerPrefix: r.ownerPrefix(*l),
+		Relay:       l.id,
+		Restart:     l.restart,
+	}
+	events, err := within(r, ctx, "claim", func(ctx context.Context) ([]ClaimedEvent, error) {
+		return r.claimOnce(ctx, params)
+	})
+	if err != nil {
+		return nil, err
+	}
+	l.restart = false
+	if r.idConflict.CompareAndSwap(true, false) {
+		r.config.Logger.InfoContext(ctx, "omnibox relay claims again: no other live process uses its ID", slog.String("relay", r.config.ID))
+	}
+	return events, nil
+}
+
+func (r *Relay) claimOnce(ctx context.Context, params ClaimParams) ([]ClaimedEvent, error) {
 	tx, err := r.db.BeginTx(ctx, r.txOptions)
 	if err != nil {
 		return nil, fmt.Errorf("omnibox: claim: begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	res, err := r.store.Claim(ctx, tx, ClaimParams{
-		BlockOnDead: r.config.OnDead == DeadBlocksKey,
-		Lease:       r.config.Lease,
-		Limit:       r.config.BatchSize,
-		Owner:       owner,
-		OwnerPrefix: r.ownerPrefix(l),
-		Relay:       l.id,
-	})
+	res, err := r.store.Claim(ctx, tx, params)
 	if err != nil {
 		return nil, fmt.Errorf("omnibox: claim: %w", err)
 	}
@@ -476,27 +550,44 @@ func (r *Relay) claim(ctx context.Context, l lane, owner string) ([]ClaimedEvent
 	return res.Events, nil
 }
 
+// idInUse records a claim refused because another live process uses this
+// relay's ID and returns how long to wait before claiming again.
+func (r *Relay) idInUse(ctx context.Context, log *slog.Logger, err error) time.Duration {
+	r.stats.idConflicts.Add(1)
+	if r.idConflict.CompareAndSwap(false, true) {
+		log.ErrorContext(ctx, "omnibox relay stops claiming: another live process runs with the same RelayConfig.ID, and two relays with one ID take each other's claims (duplicates); give each relay process an ID of its own. This relay claims again once the other has stopped for a lease",
+			slog.Any("error", err))
+	}
+	return max(r.config.PollInterval, r.config.Lease/4)
+}
+
 // completeAttempts is how many times the outcome of a batch is written before
 // the relay gives up on it (and the batch is published again after its lease):
 // a deadlock or a dropped connection must not turn a published batch into
 // duplicates.
 const completeAttempts = 4
 
-// complete records the outcome of a batch, retrying a few times.
-func (r *Relay) complete(ctx context.Context, params CompleteParams) (*CompleteResult, error) {
+// complete records the outcome of a batch, retrying a few times while the
+// lease lasts, each attempt within DatabaseTimeout.
+func (r *Relay) complete(ctx context.Context, params CompleteParams, leaseEnd time.Time) (*CompleteResult, error) {
 	var errs []error
 	for attempt := 1; ; attempt++ {
-		res, err := r.completeOnce(ctx, params)
+		actx, cancel := context.WithTimeout(ctx, r.config.DatabaseTimeout)
+		res, err := within(r, actx, "recording a batch's outcome", func(ctx context.Context) (*CompleteResult, error) {
+			return r.completeOnce(ctx, params)
+		})
+		cancel()
 		if err == nil {
 			return res, nil
 		}
 		errs = append(errs, err)
-		if attempt == completeAttempts {
+		wait := backoff(10*time.Millisecond, time.Second, attempt)
+		if attempt == completeAttempts || time.Now().Add(wait+r.config.DatabaseTimeout).After(leaseEnd) {
 			return nil, errors.Join(errs...)
 		}
 		// Even when the relay is stopping: the batch is published, and
 		// recording it saves republishing it.
-		time.Sleep(backoff(10*time.Millisecond, time.Second, attempt))
+		time.Sleep(wait)
 	}
 }
 

@@ -103,7 +103,9 @@ func TestNewRelayValidates(t *testing.T) {
 		{BatchSize: -1}, {Lease: time.Millisecond}, {MinBackoff: time.Minute, MaxBackoff: time.Second}, {PollInterval: -1},
 		{MaxAttempts: -1}, {BreakerThreshold: -1}, {BreakerCooldown: -time.Second}, {RetryMinDelay: -1},
 		{RetryMinDelay: time.Hour, RetryMaxDelay: time.Minute}, {OnDead: 7}, {PurgeInterval: -1}, {PurgeBatchSize: -1},
-		{Concurrency: -1}, {Concurrency: omnibox.Partitions + 1}, {ID: "pod/7"},
+		{Concurrency: -1}, {Concurrency: omnibox.Partitions + 1}, {ID: "pod/7"}, {ID: "pod-\xff"}, {ID: "pod\x00"},
+		{DatabaseTimeout: -1}, {PublishTimeout: -1}, {Lease: 6 * time.Second, PublishTimeout: 5 * time.Second},
+		{DatabaseTimeout: 10 * time.Second},
 	} {
 		_, err = omnibox.NewRelay(b.db, b.store, b.pubsub, &c)
 		require.ErrorContains(t, err, "RelayConfig.", "%+v", c)
