@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -99,7 +100,10 @@ type RelayConfig struct {
 	// relay takes over its dead predecessor's claims at once, instead of
 	// waiting for them to expire. At most 100 bytes, without "/" (which
 	// separates the relay, its lane and the batch in claim owners). Defaults
-	// to hostname-pid-random, which is unique but not stable.
+	// to the environment's OMNIBOX_RELAY_ID; in a Kubernetes pod, the pod's
+	// name (stable across restarts of its containers); elsewhere
+	// hostname-pid-random, which is unique but not stable. A second relay of
+	// one process with a default ID gets "-2" appended, and so on.
 	ID string
 	// Lease is how long a claim holds. A relay that dies mid-batch leaves its
 	// claim behind; after Lease another relay (or its own restart) claims the
@@ -248,9 +252,34 @@ func (c *RelayConfig) validateBudget() error {
 	return nil
 }
 
+// defaultRelays counts the relays of this process that took a default ID.
+var defaultRelays atomic.Int64
+
+// defaultRelayID returns the ID of a relay configured without one: the
+// environment's OMNIBOX_RELAY_ID; in a Kubernetes pod the pod's name (the
+// hostname), which is stable across restarts of its containers, so that a
+// restarted relay takes its predecessor's claims over at once; elsewhere
+// hostname-pid-random, unique but not stable. The second relay of a process
+// with a default ID gets "-2" appended, and so on.
 func defaultRelayID() string {
 	host, _ := os.Hostname()
-	var b [4]byte
-	_, _ = crand.Read(b[:])
-	return fmt.Sprintf("%s-%d-%s", cmp.Or(host, "relay"), os.Getpid(), hex.EncodeToString(b[:]))
+	host = strings.ReplaceAll(strings.ToValidUTF8(host, ""), "/", "-")
+	id := os.Getenv("OMNIBOX_RELAY_ID")
+	switch {
+	case id != "":
+	case os.Getenv("KUBERNETES_SERVICE_HOST") != "" && host != "":
+		id = host
+	default:
+		var b [4]byte
+		_, _ = crand.Read(b[:])
+		id = fmt.Sprintf("%s-%d-%s", cmp.Or(host, "relay"), os.Getpid(), hex.EncodeToString(b[:]))
+	}
+	id = strings.ReplaceAll(strings.ReplaceAll(strings.ToValidUTF8(id, ""), "/", "-"), "\x00", "")
+	if n := defaultRelays.Add(1); n > 1 {
+		id += "-" + strconv.FormatInt(n, 10)
+	}
+	if len(id) > 100 {
+		id = strings.ToValidUTF8(id[len(id)-100:], "")
+	}
+	return id
 }

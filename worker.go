@@ -47,7 +47,7 @@ type Relay struct {
 	// idConflict is set while claims are refused because another process
 	// uses this relay's ID; the first refusal logs it.
 	idConflict atomic.Bool
-	closed    chan struct{}
+	closed     chan struct{}
 
 	// mu guards the state shared by the lanes of Run: the circuit breaker
 	// and the count of lanes failing to reach the database.

@@ -1,6 +1,8 @@
 package omnibox
 
 import (
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,3 +32,28 @@ func TestCleanError(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+func TestDefaultRelayID(t *testing.T) {
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	host = strings.ReplaceAll(host, "/", "-")
+
+	t.Setenv("OMNIBOX_RELAY_ID", "")
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	a, b := defaultRelayID(), defaultRelayID()
+	require.True(t, strings.HasPrefix(a, host+"-"), a)
+	require.NotEqual(t, a, b, "unique outside a pod")
+
+	// In a pod: the pod's name, stable across restarts; a second relay of
+	// the process gets a suffix.
+	t.Setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+	defaultRelays.Store(0)
+	require.Equal(t, host, defaultRelayID())
+	require.Equal(t, host+"-2", defaultRelayID())
+
+	defaultRelays.Store(0)
+	t.Setenv("OMNIBOX_RELAY_ID", "orders/relay\xff")
+	id := defaultRelayID()
+	require.Equal(t, "orders-relay", id)
+	require.NoError(t, (&RelayConfig{ID: id}).Validate())
+}
