@@ -4,11 +4,12 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
-	"github.com/lib/pq"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/internal/sqlident"
@@ -121,8 +122,9 @@ type ListenerConfig struct {
 	// Channel is the LISTEN/NOTIFY channel, a plain lower-case identifier.
 	// Defaults to [DefaultNotifyChannel].
 	Channel string
-	// Logger receives the listener's connection state changes. Defaults to a
-	// logger that discards.
+	// Logger receives the listener's connection state changes: connection
+	// failures at warning level, a LISTEN the server refuses at error level.
+	// Defaults to a logger that discards.
 	Logger *slog.Logger
 }
 
@@ -131,22 +133,48 @@ func (c *ListenerConfig) Validate() error {
 	return sqlident.Validate("postgres: ListenerConfig.Channel", cmp.Or(c.Channel, DefaultNotifyChannel), omnibox.ErrInvalidIdentifier)
 }
 
+// The listener's internal timing; tests shorten them.
+const (
+	// listenerCallTimeout bounds each network call of a [Listener] other
+	// than the wait for a notification: connecting, LISTEN, a ping, closing.
+	listenerCallTimeout = 10 * time.Second
+	// listenerPingPeriod is how long a [Listener] waits for a notification
+	// before it pings the server, to find a link that stopped answering.
+	listenerPingPeriod = 30 * time.Second
+	// listenerMinBackoff and listenerMaxBackoff bound the pause between two
+	// attempts to connect and listen; it doubles after each failure.
+	listenerMinBackoff = 100 * time.Millisecond
+	listenerMaxBackoff = 10 * time.Second
+)
+
 // Listener wakes a relay (or any [omnibox.Waker]) on each NOTIFY of its
 // channel, sent by a [Notifier] in the writing processes or by a store with
-// [Config.NotifyChannel]. It holds one dedicated connection (lib/pq's
-// Listener) and reconnects on its own; after each (re)connection it wakes the
-// relay, which then finds anything committed while it was not listening.
-// Polling stays the fallback: a lost connection never strands an event.
+// [Config.NotifyChannel]. It holds one dedicated connection (opened with
+// pgx's pgconn, whatever driver the rest of the program uses) and reconnects
+// on its own; after each (re)connection and LISTEN it wakes the relay, which
+// then finds anything committed while it was not listening. Polling stays
+// the fallback: a lost connection never strands an event.
+//
+// Every network call has a deadline: connecting, LISTEN, pings and closing
+// each get 10 seconds, and while no notification comes the listener pings
+// the server every 30 seconds from the goroutine that runs [Listener.Run]
+// (no other goroutine is started), so a link that stops answering is found
+// within 40 seconds, and the listener reconnects.
 type Listener struct {
-	channel string
-	dsn     string
-	logger  *slog.Logger
-	waker   omnibox.Waker
+	callTimeout time.Duration
+	channel     string
+	dsn         string
+	logger      *slog.Logger
+	maxBackoff  time.Duration
+	minBackoff  time.Duration
+	pingPeriod  time.Duration
+	waker       omnibox.Waker
 }
 
-// NewListener returns a listener connecting with dsn (a lib/pq connection
-// string or URL; it works whatever driver the rest of the program uses) and
-// waking w. config may not be nil; &ListenerConfig{} takes the defaults.
+// NewListener returns a listener connecting with dsn (a libpq-style
+// connection string or URL, as lib/pq and pgx take; it works whatever driver
+// the rest of the program uses) and waking w. config may not be nil;
+// &ListenerConfig{} takes the defaults. The dsn is parsed by [Listener.Run].
 func NewListener(dsn string, w omnibox.Waker, config *ListenerConfig) (*Listener, error) {
 	switch {
 	case dsn == "":
@@ -163,48 +191,120 @@ func NewListener(dsn string, w omnibox.Waker, config *ListenerConfig) (*Listener
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Listener{channel: cmp.Or(config.Channel, DefaultNotifyChannel), dsn: dsn, logger: logger, waker: w}, nil
+	return &Listener{
+		callTimeout: listenerCallTimeout,
+		channel:     cmp.Or(config.Channel, DefaultNotifyChannel),
+		dsn:         dsn,
+		logger:      logger,
+		maxBackoff:  listenerMaxBackoff,
+		minBackoff:  listenerMinBackoff,
+		pingPeriod:  listenerPingPeriod,
+		waker:       w,
+	}, nil
 }
 
-// Run listens until ctx ends, then closes its connection and returns nil. It
-// returns an error only when it cannot start listening at all (a malformed
-// dsn); a database that is down is retried.
+// Run listens until ctx ends, then closes its connection and returns nil,
+// promptly (closing waits at most 10 seconds for the server, after ctx has
+// ended). Run must not be called again until it has returned.
+//
+// It returns an error at once only when the dsn cannot be parsed: nothing
+// could ever fix that. Every other failure is logged and retried, after a
+// pause that doubles from 100 ms to 10 s with each failure in a row: a
+// database that is down or unreachable (logged at warning level), and a
+// LISTEN that the server refuses (logged at error level: it needs an
+// operator, as on a hot standby, which refuses LISTEN until it is promoted).
+// Meanwhile the relays still poll.
 func (l *Listener) Run(ctx context.Context) error {
-	events := make(chan pq.ListenerEventType, 8)
-	pl := pq.NewListener(l.dsn, 10*time.Millisecond, 5*time.Second, func(ev pq.ListenerEventType, err error) {
-		select {
-		case events <- ev:
-		default:
-		}
-		if err != nil {
-			l.logger.Warn("omnibox: listener connection", slog.String("event", ev.String()), slog.Any("error", err))
-		}
-	})
-	defer func() { _ = pl.Close() }()
-	if err := pl.Listen(l.channel); err != nil && err != pq.ErrChannelAlreadyOpen {
-		// Listen fails when not connected yet; the listener retries the
-		// LISTEN itself after connecting, unless the dsn is unusable.
-		if _, parseErr := pq.NewConnector(l.dsn); parseErr != nil {
-			return fmt.Errorf("postgres: listener: %w", parseErr)
-		}
+	config, err := pgconn.ParseConfig(l.dsn)
+	if err != nil {
+		return fmt.Errorf("postgres: listener: parsing the dsn: %w", err)
 	}
-	l.waker.Notify()
-	ping := time.NewTicker(30 * time.Second)
-	defer ping.Stop()
+	config.OnNotification = func(*pgconn.PgConn, *pgconn.Notification) { l.waker.Notify() }
+	backoff := l.minBackoff
 	for {
+		listened, err := l.listen(ctx, config)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if listened {
+			backoff = l.minBackoff
+		}
+		var refused *listenRefusedError
+		if errors.As(err, &refused) {
+			l.logger.ErrorContext(ctx, "omnibox: listener: the server refused LISTEN; retrying (relays still poll)",
+				slog.String("channel", l.channel), slog.Duration("retry_in", backoff), slog.Any("error", err))
+		} else {
+			l.logger.WarnContext(ctx, "omnibox: listener connection lost or not established; retrying (relays still poll)",
+				slog.String("channel", l.channel), slog.Duration("retry_in", backoff), slog.Any("error", err))
+		}
+		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
-		case n := <-pl.Notify:
-			// nil after a reconnection: notifications may have been missed.
-			_ = n
-			l.waker.Notify()
-		case ev := <-events:
-			if ev == pq.ListenerEventReconnected || ev == pq.ListenerEventConnected {
-				l.waker.Notify()
-			}
-		case <-ping.C:
-			go func() { _ = pl.Ping() }()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, l.maxBackoff)
+	}
+}
+
+// listenRefusedError is a LISTEN that reached the server and was refused.
+type listenRefusedError struct{ err error }
+
+func (e *listenRefusedError) Error() string { return "LISTEN refused: " + e.err.Error() }
+func (e *listenRefusedError) Unwrap() error { return e.err }
+
+// listen connects, listens, wakes the waker and then waits for
+// notifications (which config.OnNotification forwards to the waker), pinging
+// the server after each pingPeriod without one, until ctx ends or a call
+// fails. It reports whether the LISTEN succeeded, and the error that ended
+// it (nil when ctx ended).
+func (l *Listener) listen(ctx context.Context, config *pgconn.Config) (listened bool, err error) {
+	callCtx, cancel := context.WithTimeout(ctx, l.callTimeout)
+	conn, err := pgconn.ConnectConfig(callCtx, config)
+	cancel()
+	if err != nil {
+		return false, fmt.Errorf("connecting: %w", err)
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.callTimeout)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+
+	callCtx, cancel = context.WithTimeout(ctx, l.callTimeout)
+	_, err = conn.Exec(callCtx, "LISTEN "+quote(l.channel)).ReadAll()
+	cancel()
+	if err != nil {
+		if _, ok := errors.AsType[*pgconn.PgError](err); ok {
+			return false, &listenRefusedError{err: err}
+		}
+		return false, fmt.Errorf("LISTEN: %w", err)
+	}
+	l.logger.DebugContext(ctx, "omnibox: listener listening", slog.String("channel", l.channel))
+	// Notifications sent while not listening are lost: the relay looks.
+	l.waker.Notify()
+	for {
+		waitCtx, cancel := context.WithTimeout(ctx, l.pingPeriod)
+		err := conn.WaitForNotification(waitCtx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return true, nil
+		case err == nil:
+			continue
+		case !pgconn.Timeout(err):
+			return true, fmt.Errorf("waiting for notifications: %w", err)
+		}
+		// A ping period without a notification: check the link.
+		pingCtx, cancel := context.WithTimeout(ctx, l.callTimeout)
+		err = conn.Ping(pingCtx)
+		cancel()
+		if ctx.Err() != nil {
+			return true, nil
+		}
+		if err != nil {
+			return true, fmt.Errorf("ping: %w", err)
 		}
 	}
 }

@@ -1,8 +1,17 @@
-package postgres_test
+package postgres
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
+	"errors"
+	"log/slog"
+	"net"
+	"net/url"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,7 +20,6 @@ import (
 
 	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/internal/dbtest"
-	"github.com/omnibox-go/omnibox/store/postgres"
 )
 
 // countingWaker counts its wake-ups.
@@ -23,7 +31,7 @@ func (w *countingWaker) Notify() { w.n.Add(1) }
 // (connection) wake-up.
 func listen(t *testing.T, channel string, w *countingWaker) {
 	t.Helper()
-	l, err := postgres.NewListener(dbtest.PostgresURL(), w, &postgres.ListenerConfig{Channel: channel})
+	l, err := NewListener(dbtest.PostgresURL(), w, &ListenerConfig{Channel: channel})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -54,7 +62,7 @@ func TestNotifierWakesListenerCoalesced(t *testing.T) {
 	listen(t, channel, w)
 	waitListening(t, db, channel)
 
-	n, err := postgres.NewNotifier(db, &postgres.NotifierConfig{Channel: channel, MinInterval: time.Hour})
+	n, err := NewNotifier(db, &NotifierConfig{Channel: channel, MinInterval: time.Hour})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -80,7 +88,7 @@ func TestNotifyChannelNotifiesAtCommitOnly(t *testing.T) {
 	ctx := context.Background()
 	db, schema := dbtest.Postgres(t, "postgres")
 	channel := "omnibox_test_in_tx"
-	store, err := postgres.New(&postgres.Config{Schema: schema, NotifyChannel: channel})
+	store, err := New(&Config{Schema: schema, NotifyChannel: channel})
 	require.NoError(t, err)
 	require.NoError(t, store.Migrate(ctx, db))
 	ob, err := omnibox.New(store, &omnibox.Config{})
@@ -106,21 +114,321 @@ func TestNotifyChannelNotifiesAtCommitOnly(t *testing.T) {
 func TestNotifyConfigsValidate(t *testing.T) {
 	t.Parallel()
 	db, _ := dbtest.Postgres(t, "postgres")
-	_, err := postgres.New(&postgres.Config{NotifyChannel: "bad channel"})
+	_, err := New(&Config{NotifyChannel: "bad channel"})
 	require.ErrorIs(t, err, omnibox.ErrInvalidIdentifier)
-	_, err = postgres.NewNotifier(db, &postgres.NotifierConfig{Channel: "x;drop"})
+	_, err = NewNotifier(db, &NotifierConfig{Channel: "x;drop"})
 	require.ErrorIs(t, err, omnibox.ErrInvalidIdentifier)
-	_, err = postgres.NewNotifier(db, &postgres.NotifierConfig{MinInterval: -1})
+	_, err = NewNotifier(db, &NotifierConfig{MinInterval: -1})
 	require.ErrorContains(t, err, "MinInterval")
-	_, err = postgres.NewNotifier(nil, &postgres.NotifierConfig{})
+	_, err = NewNotifier(nil, &NotifierConfig{})
 	require.ErrorIs(t, err, omnibox.ErrNilDB)
-	_, err = postgres.NewNotifier(db, nil)
+	_, err = NewNotifier(db, nil)
 	require.ErrorIs(t, err, omnibox.ErrNilConfig)
 	w := &countingWaker{}
-	_, err = postgres.NewListener("", w, &postgres.ListenerConfig{})
+	_, err = NewListener("", w, &ListenerConfig{})
 	require.ErrorContains(t, err, "dsn is empty")
-	_, err = postgres.NewListener(dbtest.PostgresURL(), nil, &postgres.ListenerConfig{})
+	_, err = NewListener(dbtest.PostgresURL(), nil, &ListenerConfig{})
 	require.ErrorContains(t, err, "waker is nil")
-	_, err = postgres.NewListener(dbtest.PostgresURL(), w, &postgres.ListenerConfig{Channel: "Upper"})
+	_, err = NewListener(dbtest.PostgresURL(), w, &ListenerConfig{Channel: "Upper"})
 	require.ErrorIs(t, err, omnibox.ErrInvalidIdentifier)
+}
+
+// logRecorder is a slog handler that keeps the records it receives.
+type logRecorder struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *logRecorder) WithGroup(string) slog.Handler            { return r }
+func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.records = append(r.records, rec.Clone())
+	return nil
+}
+
+// errorsLogged returns how many records of level carry an "error" attribute
+// whose text contains msg.
+func (r *logRecorder) errorsLogged(level slog.Level, msg string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, rec := range r.records {
+		rec.Attrs(func(a slog.Attr) bool {
+			if rec.Level == level && a.Key == "error" && strings.Contains(a.Value.String(), msg) {
+				n++
+			}
+			return true
+		})
+	}
+	return n
+}
+
+// count returns how many records of level have a message containing msg.
+func (r *logRecorder) count(level slog.Level, msg string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, rec := range r.records {
+		if rec.Level == level && strings.Contains(rec.Message, msg) {
+			n++
+		}
+	}
+	return n
+}
+
+// blackholeProxy forwards TCP connections to target until blackhole is
+// called: from then on the connections it holds stay open but carry nothing
+// either way, like a link that stopped answering. Connections accepted after
+// heal are forwarded again.
+type blackholeProxy struct {
+	dead     atomic.Bool
+	listener net.Listener
+	mu       sync.Mutex
+	conns    []net.Conn
+	wg       sync.WaitGroup
+}
+
+func newBlackholeProxy(t *testing.T, target string) *blackholeProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &blackholeProxy{listener: ln}
+	p.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.track(c)
+			if p.dead.Load() {
+				continue // held open, never answered
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			p.track(up)
+			dead := &p.dead
+			pipe := func(dst, src net.Conn) {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if err != nil {
+						_ = dst.Close()
+						return
+					}
+					if dead.Load() {
+						continue // swallowed
+					}
+					if _, err := dst.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}
+			p.wg.Go(func() { pipe(up, c) })
+			p.wg.Go(func() { pipe(c, up) })
+		}
+	})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			_ = c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *blackholeProxy) track(c net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.conns = append(p.conns, c)
+}
+
+func (p *blackholeProxy) blackhole() { p.dead.Store(true) }
+
+// heal forwards the connections accepted from now on; those accepted before
+// stay open and dead.
+func (p *blackholeProxy) heal() { p.dead.Store(false) }
+
+// dsnVia returns the test server's URL with its host and port replaced by
+// addr.
+func dsnVia(t *testing.T, addr string) string {
+	t.Helper()
+	u, err := url.Parse(dbtest.PostgresURL())
+	require.NoError(t, err)
+	u.Host = addr
+	return u.String()
+}
+
+// upstreamAddr returns the host:port of the test server.
+func upstreamAddr(t *testing.T) string {
+	t.Helper()
+	u, err := url.Parse(dbtest.PostgresURL())
+	require.NoError(t, err)
+	port := u.Port()
+	if port == "" {
+		port = "5432"
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}
+
+// labeledGoroutines counts the goroutines carrying the profiler label
+// omnibox_test=value: those started under pprof.Do with it, and every
+// goroutine they started, transitively.
+func labeledGoroutines(t *testing.T, value string) int {
+	t.Helper()
+	var buf bytes.Buffer
+	require.NoError(t, pprof.Lookup("goroutine").WriteTo(&buf, 1))
+	want := `"omnibox_test":"` + value + `"`
+	n := 0
+	var count int
+	for line := range strings.Lines(buf.String()) {
+		if c, _, ok := strings.Cut(line, " @ "); ok {
+			count, _ = strconv.Atoi(c)
+			continue
+		}
+		if strings.HasPrefix(line, "# labels:") && strings.Contains(line, want) {
+			n += count
+		}
+	}
+	return n
+}
+
+// runLabeled runs l.Run(ctx) in a goroutine labeled omnibox_test=label and
+// returns the channel of its result.
+func runLabeled(ctx context.Context, l *Listener, label string) <-chan error {
+	done := make(chan error, 1)
+	go pprof.Do(ctx, pprof.Labels("omnibox_test", label), func(ctx context.Context) {
+		done <- l.Run(ctx)
+	})
+	return done
+}
+
+// requireReturns waits for done, failing the test if Run takes longer than
+// within to return after its context ended.
+func requireReturns(t *testing.T, done <-chan error, within time.Duration) {
+	t.Helper()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(within):
+		t.Fatalf("Listener.Run did not return within %s of its context ending", within)
+	}
+}
+
+func TestListenerDeadLink(t *testing.T) {
+	t.Parallel()
+	const period = 20 * time.Millisecond
+	proxy := newBlackholeProxy(t, upstreamAddr(t))
+	w := &countingWaker{}
+	logs := &logRecorder{}
+	l, err := NewListener(dsnVia(t, proxy.listener.Addr().String()), w, &ListenerConfig{Channel: "omnibox_test_dead_link", Logger: slog.New(logs)})
+	require.NoError(t, err)
+	l.pingPeriod = period
+	l.callTimeout = 50 * time.Millisecond
+	l.minBackoff = time.Millisecond
+	l.maxBackoff = 10 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := runLabeled(ctx, l, t.Name())
+	require.Eventually(t, func() bool { return w.n.Load() >= 1 }, 10*time.Second, time.Millisecond)
+
+	// The link stops answering: no ping, no reconnection gets through. Over
+	// twenty ping periods the listener keeps a constant number of goroutines
+	// (one pinger, not one more per period).
+	proxy.blackhole()
+	baseline := labeledGoroutines(t, t.Name())
+	most := baseline
+	for range 20 {
+		time.Sleep(period)
+		most = max(most, labeledGoroutines(t, t.Name()))
+	}
+	require.LessOrEqual(t, most, baseline+2, "goroutines of the listener over 20 ping periods on a dead link (from %d)", baseline)
+	// The ping found the dead link within its deadline, and the
+	// reconnections time out too.
+	require.Positive(t, logs.errorsLogged(slog.LevelWarn, "ping"))
+	require.Positive(t, logs.errorsLogged(slog.LevelWarn, "connecting"))
+
+	// The link comes back: the listener reconnects and wakes its waker.
+	before := w.n.Load()
+	proxy.heal()
+	require.Eventually(t, func() bool { return w.n.Load() > before }, 10*time.Second, time.Millisecond)
+
+	// The link dies again; Run still returns at once when its context ends.
+	proxy.blackhole()
+	time.Sleep(3 * period)
+	cancel()
+	requireReturns(t, done, 2*time.Second)
+}
+
+func TestListenerRunReturnsPromptlyOnDeadLink(t *testing.T) {
+	t.Parallel()
+	proxy := newBlackholeProxy(t, upstreamAddr(t))
+	proxy.blackhole() // not even the connection's startup is answered
+	l, err := NewListener(dsnVia(t, proxy.listener.Addr().String()), &countingWaker{}, &ListenerConfig{})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := runLabeled(ctx, l, t.Name())
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	requireReturns(t, done, 2*time.Second)
+}
+
+func TestListenerFailedListen(t *testing.T) {
+	t.Parallel()
+	logs := &logRecorder{}
+	w := &countingWaker{}
+	l, err := NewListener(dbtest.PostgresURL(), w, &ListenerConfig{Logger: slog.New(logs)})
+	require.NoError(t, err)
+	// A channel the server refuses (zero-length delimited identifier);
+	// Validate keeps such names out of a real ListenerConfig.
+	l.channel = ""
+	l.minBackoff = time.Millisecond
+	l.maxBackoff = 20 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := runLabeled(ctx, l, t.Name())
+
+	// The refusal is logged at error level, and the LISTEN is retried.
+	require.Eventually(t, func() bool { return logs.count(slog.LevelError, "LISTEN") >= 3 }, 10*time.Second, time.Millisecond)
+	cancel()
+	requireReturns(t, done, 2*time.Second)
+}
+
+func TestListenerReconnectsAfterTermination(t *testing.T) {
+	t.Parallel()
+	db, _ := dbtest.Postgres(t, "postgres")
+	channel := "omnibox_test_terminated"
+	w := &countingWaker{}
+	listen(t, channel, w)
+	waitListening(t, db, channel)
+
+	// The server ends the listener's session: it reconnects, listens again
+	// and wakes its waker (events may have been missed meanwhile).
+	before := w.n.Load()
+	_, err := db.Exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%' || $1 || '%'`, channel)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return w.n.Load() > before }, 10*time.Second, time.Millisecond)
+	waitListening(t, db, channel)
+	before = w.n.Load()
+	_, err = db.Exec(`SELECT pg_notify($1, '')`, channel)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return w.n.Load() > before }, 10*time.Second, time.Millisecond)
+}
+
+func TestListenerBadDSN(t *testing.T) {
+	t.Parallel()
+	l, err := NewListener("postgres://%zz", &countingWaker{}, &ListenerConfig{})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = l.Run(ctx)
+	require.Error(t, err)
+	require.False(t, errors.Is(err, context.DeadlineExceeded))
 }
