@@ -11,6 +11,7 @@ package migration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -118,8 +119,26 @@ type Tracking struct {
 	List string
 }
 
+// ErrSchemaTooNew is wrapped by the error of [Apply] (and of the dialects'
+// Migrate) when the tracking table records a version newer than any this
+// release knows: a newer release of omnibox migrated the table, and this one
+// must not run against a schema it does not know.
+var ErrSchemaTooNew = errors.New("the schema was migrated by a newer release of omnibox")
+
+// Newest returns the highest version of migrations, 0 when there are none.
+func Newest(migrations []Migration) int {
+	newest := 0
+	for _, m := range migrations {
+		newest = max(newest, m.Version)
+	}
+	return newest
+}
+
 // Apply creates the tracking table when it is missing, then applies, in
 // version order, each migration that it does not record, and records it.
+// When the table records a version newer than the newest of migrations,
+// Apply changes nothing and returns an error wrapping [ErrSchemaTooNew] that
+// names both versions and the fix; the dialects prefix it with the table.
 // split, when not nil, splits a migration's Up into statements run one at a
 // time; otherwise Up runs as one Exec. Apply takes no lock and begins no
 // transaction: the caller does what its dialect needs around it.
@@ -130,6 +149,9 @@ func Apply(ctx context.Context, db omnibox.DBTX, tracking Tracking, migrations [
 	applied, err := appliedVersions(ctx, db, tracking.List)
 	if err != nil {
 		return fmt.Errorf("reading applied migrations: %w", err)
+	}
+	if err := checkNotNewer(applied, migrations); err != nil {
+		return err
 	}
 	for _, m := range migrations {
 		if applied[m.Version] {
@@ -147,6 +169,21 @@ func Apply(ctx context.Context, db omnibox.DBTX, tracking Tracking, migrations [
 		if _, err := db.ExecContext(ctx, tracking.Insert, m.Version, m.Name); err != nil {
 			return fmt.Errorf("recording migration %d (%s): %w", m.Version, m.Name, err)
 		}
+	}
+	return nil
+}
+
+// checkNotNewer returns an error wrapping [ErrSchemaTooNew] when applied
+// holds a version newer than the newest of migrations.
+func checkNotNewer(applied map[int]bool, migrations []Migration) error {
+	recorded := 0
+	for v := range applied {
+		recorded = max(recorded, v)
+	}
+	if newest := Newest(migrations); recorded > newest {
+		return fmt.Errorf("%w: its migrations table records version %d, and this release knows versions up to %d only; "+
+			"upgrade github.com/omnibox-go/omnibox in this program to the release that migrated it (or a later one) "+
+			"instead of running against a schema it does not know", ErrSchemaTooNew, recorded, newest)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"io/fs"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/inbox"
 	"github.com/omnibox-go/omnibox/internal/dbtest"
+	"github.com/omnibox-go/omnibox/internal/migration"
 	"github.com/omnibox-go/omnibox/store/storetest"
 )
 
@@ -384,4 +386,32 @@ func TestInboxStore(t *testing.T) {
 			require.NoError(t, tx.Rollback())
 		}
 	})
+}
+
+// A table migrated by a newer omnibox (its migrations table records a
+// version this release does not know) is refused, outbox and inbox alike,
+// with an error naming the table, both versions and the fix.
+func TestMigrateRefusesNewerSchema(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	db, schema := dbtest.Postgres(t, "postgres")
+	outbox, err := New(&Config{Schema: schema})
+	require.NoError(t, err)
+	in, err := NewInbox(&InboxConfig{Schema: schema})
+	require.NoError(t, err)
+	for _, m := range []*migrator{outbox.migrator, in.migrator} {
+		require.NoError(t, m.migrate(ctx, db))
+		newest := migration.Newest(m.migrations)
+		_, err := db.ExecContext(ctx, m.tracking.Insert, newest+5, "from_a_newer_omnibox")
+		require.NoError(t, err)
+
+		err = m.migrate(ctx, db)
+		require.ErrorIs(t, err, migration.ErrSchemaTooNew)
+		for _, want := range []string{m.tableName, "version " + strconv.Itoa(newest+5), "up to " + strconv.Itoa(newest), "upgrade github.com/omnibox-go/omnibox"} {
+			require.ErrorContains(t, err, want)
+		}
+	}
+	// Still refused through the exported methods.
+	require.ErrorIs(t, outbox.Migrate(ctx, db), migration.ErrSchemaTooNew)
+	require.ErrorIs(t, in.Migrate(ctx, db), migration.ErrSchemaTooNew)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io/fs"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/inbox"
 	"github.com/omnibox-go/omnibox/internal/dbtest"
+	"github.com/omnibox-go/omnibox/internal/migration"
 	"github.com/omnibox-go/omnibox/store/sqlite"
 	"github.com/omnibox-go/omnibox/store/storetest"
 )
@@ -340,4 +342,36 @@ func TestInboxStore(t *testing.T) {
 		require.ErrorContains(t, err, "_txlock=immediate")
 		require.False(t, errors.Is(err, inbox.ErrInvalid))
 	})
+}
+
+// A table migrated by a newer omnibox (its migrations table records a
+// version this release does not know) is refused, outbox and inbox alike,
+// with an error naming the table, both versions and the fix.
+func TestMigrateRefusesNewerSchema(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	db, _ := dbtest.SQLite(t)
+	outbox, err := sqlite.New(&sqlite.Config{})
+	require.NoError(t, err)
+	in, err := sqlite.NewInbox(&sqlite.InboxConfig{})
+	require.NoError(t, err)
+	for _, c := range []struct {
+		table      string
+		migrate    func() error
+		migrations []sqlite.Migration
+	}{
+		{sqlite.DefaultTable, func() error { return outbox.Migrate(ctx, db) }, outbox.Migrations()},
+		{sqlite.DefaultInboxTable, func() error { return in.Migrate(ctx, db) }, in.Migrations()},
+	} {
+		require.NoError(t, c.migrate())
+		newest := c.migrations[len(c.migrations)-1].Version
+		_, err := db.ExecContext(ctx, `INSERT INTO "`+c.table+`_migrations" (version, name) VALUES (?, ?)`, newest+5, "from_a_newer_omnibox")
+		require.NoError(t, err)
+
+		err = c.migrate()
+		require.ErrorIs(t, err, migration.ErrSchemaTooNew)
+		for _, want := range []string{c.table, "version " + strconv.Itoa(newest+5), "up to " + strconv.Itoa(newest), "upgrade github.com/omnibox-go/omnibox"} {
+			require.ErrorContains(t, err, want)
+		}
+	}
 }
