@@ -25,7 +25,7 @@
 // # Relaying events
 //
 // [NewRelay] takes the *sql.DB, the store and a Watermill publisher (package
-// publisher has a batching Kafka publisher built on watermill-kafka). Run
+// publisher has a batching Kafka publisher built on franz-go). Run
 // [Relay.Run] as a goroutine or in a sidecar process; [Relay.Drain] relays
 // what is pending and returns, for tests and jobs.
 //
@@ -45,24 +45,35 @@
 //
 // # Failures
 //
-// An event the publisher refuses is retried after a backoff
-// ([RelayConfig.RetryMinDelay]), and the later events of its key wait behind
-// it; other keys flow. After [RelayConfig.MaxAttempts] failures it is dead:
-// kept in the table, and by default ([DeadBlocksKey]) still holding its key
-// back, until an operator requeues or discards it ([DeadLetterStore], or the
-// command "omnibox dead"). A batch of which nothing could be published, on
-// several keys, is taken for a broker outage: it charges its events no
-// attempt, and such batches in a row open a circuit breaker that pauses the
-// relay ([RelayConfig.BreakerThreshold]). Delivered events are
+// An event the publisher refuses ([ErrRejected], or a failure of its key
+// alone) is retried after a backoff ([RelayConfig.RetryMinDelay]), and the
+// later events of its key wait behind it; other keys flow. After
+// [RelayConfig.MaxAttempts] failures it is dead: kept in the table, and by
+// default ([DeadBlocksKey]) still holding its key back, until an operator
+// requeues or discards it ([DeadLetterStore], or the command "omnibox
+// dead"). A failure of the broker itself ([ErrUnavailable], a deadline, or a
+// batch of which nothing could be published on several keys) charges its
+// events no attempt, and such batches in a row open a circuit breaker that
+// pauses the relay ([RelayConfig.BreakerThreshold]). Delivered events are
 // deleted, or kept for a store's retention period and purged by the relay
 // ([Purger]).
+//
+// Every call of the relay has a deadline inside the claim's lease
+// ([RelayConfig.DatabaseTimeout], [RelayConfig.PublishTimeout]): a database
+// or broker link that stops answering, without closing, is given up on and
+// retried, and [Relay.Run] returns about one lease after its context ends,
+// whatever hangs. Two processes with one [RelayConfig.ID] are detected
+// ([ErrRelayIDInUse]).
 //
 // # Guarantees
 //
 // Every committed event is published at least once; events of a rolled-back
-// transaction never are. Events with the same key are published in the order
-// they were committed, with any number of relays. A relay that dies mid-batch
-// causes that batch to be published again after its lease expires (at once
-// when it restarts with the same ID). docs/guarantees.md spells out the
-// details.
+// transaction never are. Events with the same key are first published in the
+// order they were committed, with any number of relays and through faults of
+// the database or the broker: a fault can cause duplicates (a replay of a
+// run of a key's events, in order, after their first delivery), never a
+// reordering. A relay that dies mid-batch causes that batch to be published
+// again after its lease expires (at once when it restarts with the same ID).
+// docs/guarantees.md spells out the details and the faults it was tested
+// under.
 package omnibox

@@ -23,14 +23,31 @@ import (
 // order while different keys are relayed in parallel. Run it as a goroutine
 // in the service that writes the events or as a separate process.
 //
-// Failures are handled at three levels. A batch that fails as a whole counts
-// towards the circuit breaker ([RelayConfig.BreakerThreshold]): the broker is
-// taken to be down and the relay pauses, charging no event an attempt. When
-// some events of a batch fail while others are published, the failed events
-// are charged an attempt and retried after a backoff
-// ([RelayConfig.RetryMinDelay]), later events of their keys waiting behind
-// them, until [RelayConfig.MaxAttempts] makes them dead. Failures of the
-// database are retried with backoff ([RelayConfig.MinBackoff]).
+// Failures are handled at three levels. A failure of the broker itself (an
+// error wrapping [ErrUnavailable], a publish past its deadline, or a batch of
+// which nothing went through on several keys) charges no event an attempt and
+// counts towards the circuit breaker ([RelayConfig.BreakerThreshold]), which
+// pauses the relay. A failure that is the event's own (wrapping
+// [ErrRejected], or one key failing while others are published) charges the
+// event an attempt: it is retried after a backoff
+// ([RelayConfig.RetryMinDelay]), later events of its key waiting behind it,
+// until [RelayConfig.MaxAttempts] makes it dead, even when nothing else
+// flows. Failures of the database are retried with backoff
+// ([RelayConfig.MinBackoff]).
+//
+// Every call has a deadline inside the lease ([RelayConfig.DatabaseTimeout],
+// [RelayConfig.PublishTimeout]); a call that does not return by then is
+// given up, so a database or broker link that stops answering cannot hang
+// the relay, and a batch cannot outlive its lease while the relay waits.
+//
+// What a fault can and cannot do: it can make the relay publish an event
+// again (a crash or a lost acknowledgement after the broker stored it, a
+// publish given up at its deadline that the broker had in fact stored, an
+// outcome that could not be written); it cannot make the first delivery of
+// an event come after the first delivery of a later event of its key, as
+// long as the publisher keeps per-key prefix semantics ([MessageErrors]):
+// the relay only ever sends a key's events from its oldest undelivered one
+// on, in order.
 type Relay struct {
 	batchSeq  atomic.Int64
 	config    *RelayConfig
@@ -232,9 +249,12 @@ type batchOutcome struct {
 
 // Run relays events until ctx ends or [Relay.Close] is called, then returns
 // nil. Batches in hand when ctx ends are finished (published and recorded)
-// or released before Run returns. Errors of the database or the publisher are
-// logged and retried, never returned: Run only returns an error when the
-// relay is already running.
+// or released before Run returns, which bounds the wait: Run returns at
+// most about one [RelayConfig.Lease] after ctx ends, even with the database
+// or the broker hanging (calls given up at their deadline are left to end on
+// their own). Errors of the database or the publisher are logged and
+// retried, never returned: Run only returns an error when the relay is
+// already running.
 //
 // Run keeps up to [RelayConfig.Concurrency] batches in flight, each in a
 // lane of its own. After a batch a lane claims again at once; only when it
