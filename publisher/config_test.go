@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/stretchr/testify/require"
@@ -13,72 +14,72 @@ import (
 	"github.com/omnibox-go/omnibox/publisher"
 )
 
-func TestDefaultKafkaSaramaConfig(t *testing.T) {
+func TestDefaultKafkaOptions(t *testing.T) {
 	t.Parallel()
 
-	c := publisher.DefaultKafkaSaramaConfig()
-	require.NoError(t, c.Validate())
-	require.Equal(t, sarama.WaitForAll, c.Producer.RequiredAcks)
-	require.True(t, c.Producer.Idempotent)
-	require.Equal(t, 1, c.Net.MaxOpenRequests)
-	require.True(t, c.Producer.Return.Successes)
-	require.True(t, c.Producer.Return.Errors)
-	require.True(t, c.Version.IsAtLeast(sarama.V2_8_0_0))
-	require.Equal(t, "omnibox", c.ClientID)
-	require.Equal(t, 10, c.Producer.Retry.Max)
-	require.False(t, c.Metadata.AllowAutoTopicCreation)
-	require.Equal(t, publisher.DefaultMaxMessageBytes, c.Producer.MaxMessageBytes)
+	// The client is not used: NewClient does not connect.
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers("127.0.0.1:1")}, publisher.DefaultKafkaOptions()...)...)
+	require.NoError(t, err)
+	defer cl.Close()
+	require.Equal(t, kgo.AllISRAcks(), cl.OptValue(kgo.RequiredAcks))
+	require.Equal(t, false, cl.OptValue(kgo.DisableIdempotentWrite))
+	require.Equal(t, true, cl.OptValue(kgo.AllowIdempotentProduceCancellation))
+	require.Equal(t, false, cl.OptValue(kgo.AllowAutoTopicCreation))
+	require.Equal(t, "omnibox", cl.OptValue(kgo.ClientID))
+	require.Equal(t, time.Duration(0), cl.OptValue(kgo.ProducerLinger))
+	maxBytes := cl.OptValue(kgo.ProducerBatchMaxBytesFn).(func(string) int32)
+	require.Equal(t, int32(publisher.DefaultMaxMessageBytes), maxBytes("any"))
 	// The broker default message.max.bytes (1048588) counts the 12-byte log
-	// overhead; sarama keeps a partition's batch below MaxMessageBytes.
-	require.LessOrEqual(t, c.Producer.MaxMessageBytes+12, 1048588)
+	// overhead.
+	require.LessOrEqual(t, publisher.DefaultMaxMessageBytes+12, 1048588)
 
-	require.NotSame(t, c, publisher.DefaultKafkaSaramaConfig(), "each call returns a new config")
+	require.Len(t, publisher.DefaultKafkaOptions(), len(publisher.DefaultKafkaOptions()))
 }
 
-// TestDefaultKafkaSaramaConfig_Partitioner checks that a key picks the
-// partition the Java client and franz-go pick (murmur2), not sarama's default
-// FNV-1a.
-func TestDefaultKafkaSaramaConfig_Partitioner(t *testing.T) {
+// TestDefaultKafkaOptions_Partitioner checks that a key picks the partition
+// the Java client picks (murmur2, as sarama's NewMurmur2Partitioner), not
+// sarama's default FNV-1a.
+func TestDefaultKafkaOptions_Partitioner(t *testing.T) {
 	t.Parallel()
 
-	ours := publisher.DefaultKafkaSaramaConfig().Producer.Partitioner("topic")
-	franz := kgo.StickyKeyPartitioner(nil).ForTopic("topic") // murmur2, as Java's
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers("127.0.0.1:1")}, publisher.DefaultKafkaOptions()...)...)
+	require.NoError(t, err)
+	defer cl.Close()
+	ours := cl.OptValue(kgo.RecordPartitioner).(kgo.Partitioner).ForTopic("topic")
+	java := sarama.NewMurmur2Partitioner("topic")
 	saramaDefault := sarama.NewHashPartitioner("topic")
 	differs := 0
 	for _, n := range []int{1, 2, 3, 4, 7, 12, 64, 1000} {
 		for i := range 2000 {
 			key := fmt.Sprintf("order-%d", i)
-			p, err := ours.Partition(&sarama.ProducerMessage{Key: sarama.StringEncoder(key)}, int32(n))
+			p := ours.Partition(&kgo.Record{Key: []byte(key)}, n)
+			want, err := java.Partition(&sarama.ProducerMessage{Key: sarama.StringEncoder(key)}, int32(n))
 			require.NoError(t, err)
-			require.Equal(t, franz.Partition(&kgo.Record{Key: []byte(key)}, n), int(p), "key %s, %d partitions", key, n)
+			require.Equal(t, int(want), p, "key %s, %d partitions", key, n)
 			q, err := saramaDefault.Partition(&sarama.ProducerMessage{Key: sarama.StringEncoder(key)}, int32(n))
 			require.NoError(t, err)
-			if p != q {
+			if int(q) != p {
 				differs++
 			}
 		}
 	}
 	require.Positive(t, differs, "sarama's default partitioner should disagree")
-	require.True(t, ours.RequiresConsistency())
+	require.True(t, ours.RequiresConsistency(&kgo.Record{Key: []byte("k")}))
 }
 
 func TestKafkaConfig_Validate(t *testing.T) {
 	t.Parallel()
 
-	noSuccesses := publisher.DefaultKafkaSaramaConfig()
-	noSuccesses.Producer.Return.Successes = false
-	idempotentButConcurrent := publisher.DefaultKafkaSaramaConfig()
-	idempotentButConcurrent.Net.MaxOpenRequests = 5
-
 	for name, tc := range map[string]struct {
 		config  publisher.KafkaConfig
 		wantErr string
 	}{
-		"Minimal":             {config: publisher.KafkaConfig{Brokers: []string{"localhost:9092"}}},
-		"NoBrokers":           {config: publisher.KafkaConfig{}, wantErr: "Brokers is required"},
-		"EmptyBroker":         {config: publisher.KafkaConfig{Brokers: []string{"a:1", " "}}, wantErr: "Brokers[1] is empty"},
-		"NoReturnSuccesses":   {config: publisher.KafkaConfig{Brokers: []string{"a:1"}, OverwriteSaramaConfig: noSuccesses}, wantErr: "Producer.Return.Successes"},
-		"InvalidSaramaConfig": {config: publisher.KafkaConfig{Brokers: []string{"a:1"}, OverwriteSaramaConfig: idempotentButConcurrent}, wantErr: "MaxOpenRequests"},
+		"Minimal":         {config: publisher.KafkaConfig{Brokers: []string{"localhost:9092"}}},
+		"WithOptions":     {config: publisher.KafkaConfig{Brokers: []string{"a:1"}, Options: []kgo.Opt{kgo.ProducerLinger(time.Millisecond)}, PublishTimeout: time.Second}},
+		"NoBrokers":       {config: publisher.KafkaConfig{}, wantErr: "Brokers is required"},
+		"EmptyBroker":     {config: publisher.KafkaConfig{Brokers: []string{"a:1", " "}}, wantErr: "Brokers[1] is empty"},
+		"NilOption":       {config: publisher.KafkaConfig{Brokers: []string{"a:1"}, Options: []kgo.Opt{kgo.ClientID("x"), nil}}, wantErr: "Options[1] is nil"},
+		"NegativeTimeout": {config: publisher.KafkaConfig{Brokers: []string{"a:1"}, PublishTimeout: -time.Second}, wantErr: "PublishTimeout cannot be negative"},
 	} {
 		err := tc.config.Validate()
 		if tc.wantErr == "" {
@@ -102,6 +103,11 @@ func TestNewKafka(t *testing.T) {
 		_, err := publisher.NewKafka(&publisher.KafkaConfig{})
 		require.ErrorContains(t, err, "Brokers is required")
 	})
+	t.Run("InvalidOption", func(t *testing.T) {
+		t.Parallel()
+		_, err := publisher.NewKafka(&publisher.KafkaConfig{Brokers: []string{"127.0.0.1:1"}, Options: []kgo.Opt{kgo.ProducerBatchMaxBytes(1)}})
+		require.ErrorContains(t, err, "creating Kafka client")
+	})
 	t.Run("Unreachable", func(t *testing.T) {
 		t.Parallel()
 		// A port nothing listens on: connections are refused at once.
@@ -109,7 +115,7 @@ func TestNewKafka(t *testing.T) {
 		require.NoError(t, err)
 		addr := ln.Addr().String()
 		require.NoError(t, ln.Close())
-		_, err = publisher.NewKafka(&publisher.KafkaConfig{Brokers: []string{addr}})
-		require.ErrorIs(t, err, sarama.ErrOutOfBrokers)
+		_, err = publisher.NewKafka(&publisher.KafkaConfig{Brokers: []string{addr}, PublishTimeout: 2 * time.Second})
+		require.ErrorContains(t, err, "connecting to Kafka at")
 	})
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omnibox-go/omnibox"
@@ -114,6 +115,12 @@ func events(prefix string, n, keys int) []*message.Message {
 	return msgs
 }
 
+// partitionOf returns the partition of key in a topic of n partitions, as
+// the Java client (murmur2) picks it.
+func partitionOf(key string, n int) int32 {
+	return int32(kgo.StickyKeyPartitioner(nil).ForTopic("").Partition(&kgo.Record{Key: []byte(key)}, n))
+}
+
 type testBundle struct {
 	brokers []string
 	kafka   *publisher.Kafka
@@ -145,7 +152,11 @@ func TestKafka_PublishAndConsume(t *testing.T) {
 	for i := 0; i < len(keyed); i += 250 {
 		require.NoError(t, b.kafka.Publish(topic, keyed[i:i+250]...))
 	}
-	require.NoError(t, b.kafka.Publish(topic, unkeyed...))
+	// Records without a key stick to one partition per batch
+	// (kgo.StickyKeyPartitioner): several calls spread them.
+	for i := 0; i < len(unkeyed); i += 10 {
+		require.NoError(t, b.kafka.Publish(topic, unkeyed[i:i+10]...))
+	}
 
 	sent := map[string]*message.Message{}
 	for _, m := range append(keyed, unkeyed...) {
@@ -153,7 +164,6 @@ func TestKafka_PublishAndConsume(t *testing.T) {
 	}
 	got := consume(t, b.brokers, topic, "group-"+topic, len(sent))
 
-	murmur2 := publisher.DefaultKafkaSaramaConfig().Producer.Partitioner(topic)
 	seen := map[string]bool{}
 	lastSeq := map[string]int{}
 	unkeyedPartitions := map[int32]bool{}
@@ -172,9 +182,7 @@ func TestKafka_PublishAndConsume(t *testing.T) {
 			continue
 		}
 		require.Equal(t, key, string(r.key))
-		p, err := murmur2.Partition(&sarama.ProducerMessage{Key: sarama.StringEncoder(key)}, 4)
-		require.NoError(t, err)
-		require.Equal(t, p, r.partition, "key %s on an unexpected partition", key)
+		require.Equal(t, partitionOf(key, 4), r.partition, "key %s on an unexpected partition", key)
 		seq, err := strconv.Atoi(want.Metadata.Get("seq"))
 		require.NoError(t, err)
 		if last, ok := lastSeq[key]; ok {
@@ -184,7 +192,7 @@ func TestKafka_PublishAndConsume(t *testing.T) {
 	}
 	require.Len(t, seen, len(sent))
 	require.Len(t, lastSeq, keys)
-	require.Greater(t, len(unkeyedPartitions), 1, "messages without a key should be spread over partitions")
+	require.Greater(t, len(unkeyedPartitions), 1, "messages without a key should be spread over partitions (all on one: 1 in 4^9)")
 }
 
 // TestKafka_Order checks per-key order across many small concurrent-free
@@ -227,9 +235,20 @@ func TestKafka_Publish_Errors(t *testing.T) {
 		t.Parallel()
 		b := setup(t, &publisher.KafkaConfig{})
 		topic := "omnibox-test.missing-" + strconv.FormatInt(time.Now().UnixNano(), 10)
-		for range 2 { // the second time as the first: no circuit breaker
-			err := b.kafka.Publish(topic, events("missing", 3, 1)...)
-			require.ErrorIs(t, err, sarama.ErrUnknownTopicOrPartition)
+		for range 2 { // the second time as the first
+			msgs := events("missing", 3, 1)
+			start := time.Now()
+			err := b.kafka.Publish(topic, msgs...)
+			t.Logf("Publish to a missing topic failed after %v", time.Since(start))
+			require.ErrorIs(t, err, kerr.UnknownTopicOrPartition)
+			require.ErrorIs(t, err, omnibox.ErrRejected)
+			require.ErrorContains(t, err, fmt.Sprintf("topic %q does not exist; create it", topic))
+			var me omnibox.MessageErrors
+			require.ErrorAs(t, err, &me)
+			require.Len(t, me.MessageErrors(), 3)
+			for _, m := range msgs {
+				require.ErrorIs(t, me.MessageErrors()[m.UUID], omnibox.ErrRejected)
+			}
 		}
 	})
 
@@ -246,23 +265,25 @@ func TestKafka_Publish_Errors(t *testing.T) {
 
 		msgs := events("partial", 100, 10)
 		var wantFailed []string
-		murmur2 := publisher.DefaultKafkaSaramaConfig().Producer.Partitioner(topic)
 		for _, m := range msgs {
-			p, err := murmur2.Partition(&sarama.ProducerMessage{Key: sarama.StringEncoder(m.Metadata.Get(omnibox.MetadataKey))}, 4)
-			require.NoError(t, err)
-			if p == 1 {
+			if partitionOf(m.Metadata.Get(omnibox.MetadataKey), 4) == 1 {
 				wantFailed = append(wantFailed, m.UUID)
 			}
 		}
 		require.NotEmpty(t, wantFailed)
 
 		err = k.Publish(topic, msgs...)
-		require.ErrorIs(t, err, sarama.ErrPolicyViolation)
+		require.ErrorIs(t, err, kerr.PolicyViolation)
+		require.ErrorIs(t, err, omnibox.ErrRejected)
 		var pe *publisher.PublishError
 		require.ErrorAs(t, err, &pe)
 		require.Equal(t, topic, pe.Topic)
 		require.Equal(t, 100, pe.Total)
 		require.Equal(t, wantFailed, pe.FailedUUIDs)
+		require.Len(t, pe.MessageErrors(), len(wantFailed))
+		for _, uuid := range wantFailed {
+			require.ErrorIs(t, pe.MessageErrors()[uuid], omnibox.ErrRejected, "a refused topic-wide policy charges every message")
+		}
 		require.ErrorContains(t, err, fmt.Sprintf("%d of 100 message(s)", len(wantFailed)))
 		require.Equal(t, int64(100-len(wantFailed)), totalRecords(topicOffsets(t, brokers, topic)))
 
@@ -276,43 +297,64 @@ func TestKafka_Publish_Errors(t *testing.T) {
 	t.Run("InvalidTopic", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, &publisher.KafkaConfig{})
-		require.ErrorIs(t, b.kafka.Publish("", events("invalid", 1, 1)...), sarama.ErrInvalidTopic)
-		for _, topic := range []string{"not a valid topic!", strings.Repeat("x", 300)} {
-			require.Error(t, b.kafka.Publish(topic, events("invalid", 1, 1)...), "topic %q", topic)
+		for _, topic := range []string{"", "not a valid topic!", strings.Repeat("x", 300), ".."} {
+			err := b.kafka.Publish(topic, events("invalid", 2, 1)...)
+			require.ErrorIs(t, err, kerr.InvalidTopicException, "topic %q", topic)
+			require.ErrorIs(t, err, omnibox.ErrRejected, "topic %q", topic)
+			var me omnibox.MessageErrors
+			require.ErrorAs(t, err, &me)
+			require.Len(t, me.MessageErrors(), 2)
 		}
 	})
 
-	t.Run("MarshalErrorSendsNothing", func(t *testing.T) {
+	// A message that fails the publisher's checks is not sent, nor are the
+	// later messages of its key; the other keys' messages are.
+	t.Run("MarshalErrorHoldsBackItsKey", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, &publisher.KafkaConfig{})
 		topic := kafkatest.NewTopic(t, b.brokers, 2)
-		msgs := events("marshal", 5, 2)
+		msgs := events("marshal", 6, 2) // key-0: 0, 2, 4; key-1: 1, 3, 5
 		msgs[3].Metadata.Set(kafka.UUIDHeaderKey, "x")
 		err := b.kafka.Publish(topic, msgs...)
 		require.ErrorIs(t, err, publisher.ErrReservedHeader)
+		require.ErrorIs(t, err, omnibox.ErrRejected)
 		require.ErrorContains(t, err, msgs[3].UUID)
-		require.Zero(t, totalRecords(topicOffsets(t, b.brokers, topic)))
+		var pe *publisher.PublishError
+		require.ErrorAs(t, err, &pe)
+		require.Equal(t, []string{msgs[3].UUID, msgs[5].UUID}, pe.FailedUUIDs)
+		require.ErrorIs(t, pe.Errors[msgs[5].UUID], publisher.ErrNotSent)
+		require.ErrorIs(t, pe.Errors[msgs[5].UUID], omnibox.ErrUnavailable)
+		require.NotErrorIs(t, pe.Errors[msgs[5].UUID], omnibox.ErrRejected)
+		require.ErrorContains(t, pe.Errors[msgs[5].UUID], msgs[3].UUID)
+		require.Equal(t, int64(4), totalRecords(topicOffsets(t, b.brokers, topic)))
 	})
 
-	t.Run("TooLargeSendsNothing", func(t *testing.T) {
+	t.Run("TooLargeHoldsBackItsKey", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, &publisher.KafkaConfig{})
 		topic := kafkatest.NewTopic(t, b.brokers, 2)
-		msgs := events("large", 3, 1)
-		msgs[1].Payload = make([]byte, publisher.DefaultMaxMessageBytes)
+		msgs := events("large", 6, 2) // key-0: 0, 2, 4; key-1: 1, 3, 5
+		msgs[2].Payload = make([]byte, publisher.DefaultMaxMessageBytes)
 		err := b.kafka.Publish(topic, msgs...)
 		require.ErrorIs(t, err, publisher.ErrMessageTooLarge)
-		require.Zero(t, totalRecords(topicOffsets(t, b.brokers, topic)))
+		require.ErrorIs(t, err, omnibox.ErrRejected)
+		var pe *publisher.PublishError
+		require.ErrorAs(t, err, &pe)
+		require.Equal(t, []string{msgs[2].UUID, msgs[4].UUID}, pe.FailedUUIDs)
+		require.ErrorIs(t, pe.Errors[msgs[4].UUID], publisher.ErrNotSent)
+		require.NotErrorIs(t, pe.Errors[msgs[4].UUID], omnibox.ErrRejected)
+		require.Equal(t, int64(4), totalRecords(topicOffsets(t, b.brokers, topic)))
+		got := consume(t, b.brokers, topic, "", 4)
+		var uuids []string
+		for _, r := range got {
+			uuids = append(uuids, r.msg.UUID)
+		}
+		require.ElementsMatch(t, []string{msgs[0].UUID, msgs[1].UUID, msgs[3].UUID, msgs[5].UUID}, uuids)
 
-		// The largest payload the defaults allow for this message is
-		// accepted by a broker with Kafka's default message.max.bytes.
-		pm, err := publisher.KafkaMarshaler{}.Marshal(topic, msgs[1])
-		require.NoError(t, err)
-		overhead := pm.ByteSize(2) - len(msgs[1].Payload)
-		msgs[1].Payload = make([]byte, publisher.DefaultMaxMessageBytes-49-overhead)
+		// A payload a little under the limit is accepted by a broker
+		// with Kafka's default message.max.bytes.
+		msgs[2].Payload = make([]byte, publisher.DefaultMaxMessageBytes-200)
 		require.NoError(t, b.kafka.Publish(topic, msgs...))
-		msgs[1].Payload = append(msgs[1].Payload, 0)
-		require.ErrorIs(t, b.kafka.Publish(topic, msgs...), publisher.ErrMessageTooLarge)
 
 		// Whatever the outbox accepts by default, with a key and a few
 		// kilobytes of metadata, the publisher and a default broker accept.
@@ -390,18 +432,26 @@ func TestKafka_BatchOfSmallMessagesOnOnePartition(t *testing.T) {
 	require.NoError(t, b.kafka.Publish(topic, msgs...)) // ~1.4 MB
 	require.Equal(t, int64(700), totalRecords(topicOffsets(t, b.brokers, topic)))
 
-	// Why Producer.MaxMessageBytes is not above the broker's limit: sarama
-	// also uses it as the batch limit per partition, so a larger value makes
-	// batches of small messages that a default broker refuses.
+	// Why ProducerBatchMaxBytes is not above the broker's limit: a larger
+	// value makes batches of small messages that a default broker refuses.
+	// The broker refuses a batch; the producer fails the partition's later
+	// records with it, which the publisher reports as not sent.
 	if os.Getenv(kafkatest.BrokersEnv) == "" {
-		raised := publisher.DefaultKafkaSaramaConfig()
-		raised.Producer.MaxMessageBytes = publisher.DefaultMaxMessageBytes + 64<<10
-		// Let the producer fill a batch up to the limit before it sends.
-		raised.Producer.Flush.Frequency = 200 * time.Millisecond
-		k, err := publisher.NewKafka(&publisher.KafkaConfig{Brokers: b.brokers, OverwriteSaramaConfig: raised})
+		k, err := publisher.NewKafka(&publisher.KafkaConfig{Brokers: b.brokers, Options: []kgo.Opt{
+			kgo.ProducerBatchMaxBytes(publisher.DefaultMaxMessageBytes + 64<<10),
+			// Let the producer fill a batch up to the limit before it sends.
+			kgo.ProducerLinger(200 * time.Millisecond),
+		}})
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, k.Close()) })
-		require.ErrorIs(t, k.Publish(topic, msgs...), sarama.ErrMessageSizeTooLarge)
+		err = k.Publish(topic, msgs...)
+		require.ErrorIs(t, err, kerr.MessageTooLarge)
+		var pe *publisher.PublishError
+		require.ErrorAs(t, err, &pe)
+		require.ErrorIs(t, pe.Errors[pe.FailedUUIDs[0]], omnibox.ErrRejected)
+		for _, uuid := range pe.FailedUUIDs[1:] {
+			require.ErrorIs(t, pe.Errors[uuid], publisher.ErrNotSent)
+		}
 	}
 }
 
@@ -425,9 +475,9 @@ func TestKafka_RetryAfterAppend(t *testing.T) {
 		topic := kafkatest.NewTopic(t, brokers, 2)
 		return &testBundle{brokers: brokers, cluster: cluster, topic: topic}
 	}
-	publish := func(t *testing.T, b *testBundle, config *sarama.Config) (faults int, records int64) {
+	publish := func(t *testing.T, b *testBundle, opts ...kgo.Opt) (faults int, records int64) {
 		t.Helper()
-		k, err := publisher.NewKafka(&publisher.KafkaConfig{Brokers: b.brokers, OverwriteSaramaConfig: config})
+		k, err := publisher.NewKafka(&publisher.KafkaConfig{Brokers: b.brokers, Options: opts})
 		require.NoError(t, err)
 		defer func() { require.NoError(t, k.Close()) }()
 		fault := b.cluster.Fault(kfake.Fault{
@@ -444,7 +494,7 @@ func TestKafka_RetryAfterAppend(t *testing.T) {
 	t.Run("Idempotent", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		faults, records := publish(t, b, publisher.DefaultKafkaSaramaConfig())
+		faults, records := publish(t, b)
 		require.Positive(t, faults)
 		require.Equal(t, int64(300), records, "no duplicates")
 		got := consume(t, b.brokers, b.topic, "", 300)
@@ -464,9 +514,7 @@ func TestKafka_RetryAfterAppend(t *testing.T) {
 	t.Run("NotIdempotent", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		config := publisher.DefaultKafkaSaramaConfig()
-		config.Producer.Idempotent = false
-		faults, records := publish(t, b, config)
+		faults, records := publish(t, b, kgo.DisableIdempotentWrite())
 		require.Positive(t, faults)
 		require.Greater(t, records, int64(300))
 	})
@@ -476,7 +524,11 @@ func TestPublishError(t *testing.T) {
 	t.Parallel()
 
 	cause := errors.New("boom")
-	err := error(&publisher.PublishError{Err: cause, FailedUUIDs: []string{"a", "b"}, Topic: "t", Total: 5})
+	errs := map[string]error{"a": cause, "b": errors.New("bang")}
+	err := error(&publisher.PublishError{Err: cause, Errors: errs, FailedUUIDs: []string{"a", "b"}, Topic: "t", Total: 5})
 	require.ErrorIs(t, err, cause)
 	require.EqualError(t, err, `publisher: 2 of 5 message(s) to topic "t" not acknowledged by Kafka; first failure (message a): boom`)
+	var me omnibox.MessageErrors
+	require.ErrorAs(t, err, &me)
+	require.Equal(t, errs, me.MessageErrors())
 }

@@ -105,6 +105,44 @@ func TestKafkaMarshaler_Marshal(t *testing.T) {
 	})
 }
 
+// TestKafkaMarshaler_Record checks that the franz-go record Kafka produces is
+// the sarama record Marshal builds for a watermill-kafka Publisher.
+func TestKafkaMarshaler_Record(t *testing.T) {
+	t.Parallel()
+
+	for name, msg := range map[string]*message.Message{
+		"KeyAndMetadata": omnibox.ToMessage(omnibox.Event{ID: "evt-1", Key: "order-42", Metadata: map[string]string{"zeta": "z", "alpha": "a"}, Payload: []byte("p")}),
+		"NoKey":          message.NewMessage("evt-2", []byte("x")),
+		"EmptyKey":       {UUID: "evt-3", Metadata: message.Metadata{omnibox.MetadataKey: "", "a": "b"}, Payload: []byte("x")},
+		"NilPayload":     message.NewMessage("evt-4", nil),
+	} {
+		r, err := publisher.KafkaMarshaler{}.Record("orders", msg)
+		require.NoError(t, err, name)
+		pm, err := publisher.KafkaMarshaler{}.Marshal("orders", msg)
+		require.NoError(t, err, name)
+		require.Equal(t, "orders", r.Topic, name)
+		cm := consumed(t, pm)
+		if cm.Key == nil {
+			require.Nil(t, r.Key, name)
+		} else {
+			require.Equal(t, cm.Key, r.Key, name)
+		}
+		require.NotNil(t, r.Value, "%s: a nil value is sent as null, a tombstone", name)
+		require.Equal(t, cm.Value, r.Value, name)
+		require.Len(t, r.Headers, len(pm.Headers), name)
+		for i, h := range r.Headers {
+			require.Equal(t, string(pm.Headers[i].Key), h.Key, name)
+			require.Equal(t, pm.Headers[i].Value, h.Value, name)
+		}
+		require.Equal(t, kafka.UUIDHeaderKey, r.Headers[0].Key, name)
+	}
+
+	msg := message.NewMessage("evt-5", nil)
+	msg.Metadata.Set(kafka.UUIDHeaderKey, "")
+	_, err := publisher.KafkaMarshaler{}.Record("orders", msg)
+	require.ErrorIs(t, err, publisher.ErrReservedHeader)
+}
+
 func TestKafkaMarshaler_Unmarshal(t *testing.T) {
 	t.Parallel()
 

@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/publisher"
@@ -286,8 +286,8 @@ func (b *bench) dbCeiling(ctx context.Context, t *benchTarget, n int) (float64, 
 }
 
 // brokerCeiling times a bare loop producing n messages to broker, benchBatch
-// per call: for Kafka a sarama SyncProducer's SendMessages (with
-// publisher.DefaultKafkaSaramaConfig, as the relay's publisher), for a
+// per call: for Kafka a franz-go client's ProduceSync (with
+// publisher.DefaultKafkaOptions, as the relay's publisher), for a
 // GoChannel its Publish: messages/s.
 func (b *bench) brokerCeiling(ctx context.Context, broker string, n int) (float64, error) {
 	if broker == "kafka" {
@@ -325,24 +325,28 @@ func (b *bench) kafkaCeiling(n int) (rate float64, err error) {
 		return 0, err
 	}
 	defer b.dropKafkaTopic(topic)
-	producer, err := sarama.NewSyncProducer(b.brokers, publisher.DefaultKafkaSaramaConfig())
+	// The raw loop: a franz-go client with the publisher's own settings,
+	// producing each batch of records at once and waiting for them all, as
+	// publisher.Kafka does without its checks, marshaling and error report.
+	client, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(b.brokers...)}, publisher.DefaultKafkaOptions()...)...)
 	if err != nil {
-		return 0, fmt.Errorf("sarama producer: %w", err)
+		return 0, fmt.Errorf("kafka client: %w", err)
 	}
-	defer func() { err = errors.Join(err, producer.Close()) }()
-	batches := make([][]*sarama.ProducerMessage, 0, (n+benchBatch-1)/benchBatch)
+	defer client.Close()
+	batches := make([][]*kgo.Record, 0, (n+benchBatch-1)/benchBatch)
 	for done := 0; done < n; done += benchBatch {
-		batch := make([]*sarama.ProducerMessage, 0, benchBatch)
+		batch := make([]*kgo.Record, 0, benchBatch)
 		for i := done; i < min(n, done+benchBatch); i++ {
-			batch = append(batch, &sarama.ProducerMessage{
-				Topic: topic, Key: sarama.StringEncoder(strconv.Itoa(i % b.cfg.keys)), Value: sarama.ByteEncoder(b.payload),
-			})
+			batch = append(batch, &kgo.Record{Topic: topic, Key: []byte(strconv.Itoa(i % b.cfg.keys)), Value: b.payload})
 		}
 		batches = append(batches, batch)
 	}
 	start := time.Now()
 	for _, batch := range batches {
-		if err := producer.SendMessages(batch); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), publisher.DefaultPublishTimeout)
+		err := client.ProduceSync(ctx, batch...).FirstErr()
+		cancel()
+		if err != nil {
 			return 0, err
 		}
 	}

@@ -40,7 +40,7 @@ func (b *bench) report(w io.Writer, targets []*benchTarget) error {
 	left := func(cells ...string) string { return strings.Join(cells, "\t") + "\t" }
 
 	if b.cfg.has("ceiling") {
-		fmt.Fprintln(w, "\nraw ceilings: bare loops, batches of 500 — db: 4 workers claiming (SKIP LOCKED), reading and deleting; kafka: sarama SendMessages; gochannel: Publish")
+		fmt.Fprintln(w, "\nraw ceilings: bare loops, batches of 500 — db: 4 workers claiming (SKIP LOCKED), reading and deleting; kafka: franz-go ProduceSync with the publisher's options; gochannel: Publish")
 		fmt.Fprintln(tw, left("database", "broker", "N", "rate", "unit"))
 		for _, t := range targets {
 			for _, n := range b.cfg.backlogs {
