@@ -67,25 +67,28 @@ type fault struct {
 	apply func(*faultLink) (heal func() error, err error)
 	// short and long are the fault's durations in the two forms.
 	short, long time.Duration
-	// dialect is the one the short form runs it on.
-	dialect string
+	// dialects are those the short form runs it on.
+	dialects []string
 	// run replaces the default run (writers, fault, heal, checks).
 	run func(t *testing.T, e *env, m faultMode, f fault, row *faultRow)
 }
 
 // faults are the faults of issue 10. Each runs on one dialect in the short
-// form (each dialect gets three or four) and on all three in the long form.
+// form (each dialect gets three or four), but for the frozen database link,
+// which lib/pq (a driver that ignores the context) and MySQL (whose server
+// keeps the frozen session's locks) meet differently; all run on all three
+// dialects in the long form.
 var faults = []fault{
-	{name: "db latency 200ms", link: dbLink, apply: toxic("latency", `{"latency":200}`, "downstream"), dialect: "mysql"},
-	{name: "db resets every 300ms", link: dbLink, apply: toxic("reset_peer", `{"timeout":300}`, "upstream"), dialect: "postgres"},
-	{name: "db blackhole", link: dbLink, apply: toxic("timeout", `{"timeout":0}`, "upstream", "downstream"), dialect: "pgx"},
-	{name: "db half-open", link: dbLink, apply: freezeLink, dialect: "postgres"},
-	{name: "db bandwidth 32KB/s", link: dbLink, apply: toxic("bandwidth", `{"rate":32}`, "upstream", "downstream"), dialect: "mysql"},
-	{name: "broker down", link: brokerLink, apply: takeDown, long: 10 * time.Second, dialect: "pgx"},
-	{name: "broker latency 500ms", link: brokerLink, apply: toxic("latency", `{"latency":500}`, "downstream"), dialect: "postgres"},
-	{name: "broker half-open", link: brokerLink, apply: freezeLink, dialect: "mysql"},
-	{name: "poison event", run: runPoison, dialect: "pgx"},
-	{name: "two processes, one relay ID", run: runTwins, dialect: "mysql"},
+	{name: "db latency 200ms", link: dbLink, apply: toxic("latency", `{"latency":200}`, "downstream"), dialects: []string{"mysql"}},
+	{name: "db resets every 300ms", link: dbLink, apply: toxic("reset_peer", `{"timeout":300}`, "upstream"), dialects: []string{"postgres"}},
+	{name: "db blackhole", link: dbLink, apply: toxic("timeout", `{"timeout":0}`, "upstream", "downstream"), dialects: []string{"pgx"}},
+	{name: "db half-open", link: dbLink, apply: freezeLink, dialects: []string{"postgres", "mysql"}},
+	{name: "db bandwidth 32KB/s", link: dbLink, apply: toxic("bandwidth", `{"rate":32}`, "upstream", "downstream"), dialects: []string{"mysql"}},
+	{name: "broker down", link: brokerLink, apply: takeDown, long: 10 * time.Second, dialects: []string{"pgx"}},
+	{name: "broker latency 500ms", link: brokerLink, apply: toxic("latency", `{"latency":500}`, "downstream"), dialects: []string{"postgres"}},
+	{name: "broker half-open", link: brokerLink, apply: freezeLink, dialects: []string{"mysql"}},
+	{name: "poison event", run: runPoison, dialects: []string{"pgx"}},
+	{name: "two processes, one relay ID", run: runTwins, dialects: []string{"mysql"}},
 }
 
 // duration returns how long f lasts in mode m.
@@ -117,7 +120,7 @@ func TestFaultMatrix(t *testing.T) {
 	for _, f := range faults {
 		t.Run(f.name, func(t *testing.T) {
 			t.Parallel()
-			names := []string{f.dialect}
+			names := f.dialects
 			if m.long {
 				names = []string{"postgres", "pgx", "mysql"}
 			}
