@@ -33,15 +33,15 @@ type countingStore struct {
 }
 
 type purgeCall struct {
-	Before  time.Time
-	Deleted int
-	Limit   int
+	Deleted   int
+	Limit     int
+	OlderThan time.Duration
 }
 
 func (s *countingStore) Purge(ctx context.Context, db omnibox.DBTX, p inbox.PurgeParams) (int, error) {
 	n, err := s.Store.Purge(ctx, db, p)
 	s.mu.Lock()
-	s.purges = append(s.purges, purgeCall{Before: p.Before, Deleted: n, Limit: p.Limit})
+	s.purges = append(s.purges, purgeCall{Deleted: n, Limit: p.Limit, OlderThan: p.OlderThan})
 	s.mu.Unlock()
 	return n, err
 }

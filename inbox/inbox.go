@@ -75,7 +75,6 @@ func (c *Config) Validate() error {
 // other way.
 type Inbox struct {
 	config *Config
-	now    func() time.Time
 	store  Store
 }
 
@@ -93,7 +92,7 @@ func New(store Store, config *Config) (*Inbox, error) {
 	if err := config.Validate(); err != nil {
 		return nil, err
 	}
-	return &Inbox{config: config.withDefaults(), now: time.Now, store: store}, nil
+	return &Inbox{config: config.withDefaults(), store: store}, nil
 }
 
 // RecordOnceTx records that consumer processed messageID, through tx, and

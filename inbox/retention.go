@@ -17,9 +17,10 @@ import (
 // large the backlog. Given a *sql.DB each batch commits on its own; given a
 // *sql.Tx they all commit with it (and hold their locks until then).
 //
-// The window's end is computed once, from this process's clock, when Purge
-// starts; rows are stamped by the database's clock, so a skew between the
-// two shifts the window by that much. With Retention zero (keep forever)
+// The window is measured by the database, on the clock that stamped the
+// rows: each batch deletes rows recorded more than Retention before the
+// database's current time, so this process's clock (however skewed) plays no
+// part. With Retention zero (keep forever)
 // Purge deletes nothing and returns 0. When ctx ends between batches Purge
 // returns what it deleted so far and ctx's error.
 func (i *Inbox) Purge(ctx context.Context, db omnibox.DBTX) (int, error) {
@@ -29,14 +30,13 @@ func (i *Inbox) Purge(ctx context.Context, db omnibox.DBTX) (int, error) {
 	if i.config.Retention == 0 {
 		return 0, nil
 	}
-	before := i.now().Add(-i.config.Retention)
 	limit := i.config.RetentionBatchSize
 	total := 0
 	for {
-		n, err := i.store.Purge(ctx, db, PurgeParams{Before: before, Limit: limit})
+		n, err := i.store.Purge(ctx, db, PurgeParams{Limit: limit, OlderThan: i.config.Retention})
 		total += n
 		if err != nil {
-			return total, fmt.Errorf("inbox: purging rows recorded before %s: %w", before.UTC().Format(time.RFC3339), err)
+			return total, fmt.Errorf("inbox: purging rows recorded more than %s ago: %w", i.config.Retention, err)
 		}
 		if n < limit {
 			return total, nil

@@ -31,9 +31,12 @@ type Store interface {
 	// Processed reports whether (Consumer, MessageID) is recorded, as seen
 	// by db. It is the check of the weaker two-step form.
 	Processed(ctx context.Context, db omnibox.DBTX, params RecordParams) (bool, error)
-	// Purge deletes at most params.Limit rows processed before
-	// params.Before, oldest first, with one bounded statement, and reports
-	// how many it deleted.
+	// Purge deletes at most params.Limit rows processed more than
+	// params.OlderThan ago, oldest first, with one bounded statement, and
+	// reports how many it deleted. The cutoff must be computed by the
+	// database, from the clock that stamped the rows (never from the
+	// application's clock, which may be skewed). A Limit of zero or less, or
+	// a negative OlderThan, must return an error.
 	Purge(ctx context.Context, db omnibox.DBTX, params PurgeParams) (int, error)
 }
 
@@ -84,10 +87,24 @@ func validText(s string) bool {
 
 // PurgeParams are the arguments of [Store.Purge].
 type PurgeParams struct {
-	// Before: rows processed earlier than this are deleted.
-	Before time.Time
-	// Limit is the most rows deleted by one call.
+	// Limit is the most rows deleted by one call. It must be positive.
 	Limit int
+	// OlderThan is the age beyond which rows are deleted: those processed
+	// earlier than the database's current time minus OlderThan. It must not
+	// be negative.
+	OlderThan time.Duration
+}
+
+// Validate reports whether Limit is positive and OlderThan not negative.
+// Stores call it before touching the database.
+func (p PurgeParams) Validate() error {
+	switch {
+	case p.Limit <= 0:
+		return fmt.Errorf("inbox: PurgeParams.Limit must be positive, got %d", p.Limit)
+	case p.OlderThan < 0:
+		return fmt.Errorf("inbox: PurgeParams.OlderThan must not be negative, got %s", p.OlderThan)
+	}
+	return nil
 }
 
 // Limits on what the inbox records; every dialect's table holds them.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"strconv"
-	"time"
 
 	"github.com/go-sql-driver/mysql"
 
@@ -104,7 +103,7 @@ func NewInbox(config *InboxConfig) (*InboxStore, error) {
 
 	s.recordSQL = "INSERT IGNORE INTO " + s.table + " (consumer, message_id, processed_at) VALUES (?, ?, UTC_TIMESTAMP(6))"
 	s.processedSQL = "SELECT EXISTS (SELECT 1 FROM " + s.table + " WHERE consumer = CAST(? AS BINARY) AND message_id = CAST(? AS BINARY))"
-	s.purgePrefix = "DELETE FROM " + s.table + " WHERE processed_at < ? ORDER BY processed_at, consumer, message_id LIMIT "
+	s.purgePrefix = "DELETE FROM " + s.table + " WHERE processed_at < UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND ORDER BY processed_at, consumer, message_id LIMIT "
 	return s, nil
 }
 
@@ -183,33 +182,26 @@ func (s *InboxStore) Processed(ctx context.Context, db omnibox.DBTX, params inbo
 	return found, nil
 }
 
-// Purge deletes at most params.Limit rows whose processed_at is earlier than
-// params.Before, oldest first, and reports how many it deleted. It is one
-// DELETE ... WHERE processed_at < ? ORDER BY processed_at, consumer,
+// Purge deletes at most params.Limit rows processed more than
+// params.OlderThan ago, oldest first, and reports how many it deleted. The
+// cutoff is computed by the server, UTC_TIMESTAMP(6) minus OlderThan: the
+// clock that stamped the rows, whatever the application's clock, the DSN's
+// loc or the session's time zone. It is one DELETE ... WHERE processed_at <
+// UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND ORDER BY processed_at, consumer,
 // message_id LIMIT n: a range scan of the processed_at index stopped by the
 // LIMIT, in an order that is total (so statement-based replicas delete the
 // same rows). Call it again until it returns fewer than params.Limit; run it
 // outside long transactions, since it holds its row locks until commit. A
-// Limit of zero or less returns an error; a nil db returns
-// [omnibox.ErrNilDB].
+// Limit of zero or less or a negative OlderThan returns an error; a nil db
+// returns [omnibox.ErrNilDB].
 func (s *InboxStore) Purge(ctx context.Context, db omnibox.DBTX, params inbox.PurgeParams) (int, error) {
 	if db == nil {
 		return 0, omnibox.ErrNilDB
 	}
-	if params.Limit <= 0 {
-		return 0, fmt.Errorf("mysql: purging %s: Limit must be positive, got %d", s.tableName, params.Limit)
+	if err := params.Validate(); err != nil {
+		return 0, fmt.Errorf("mysql: purging %s: %w", s.tableName, err)
 	}
-	before := params.Before.UTC()
-	switch {
-	case before.Year() < 1000:
-		// Before DATETIME's range, so before any processed_at.
-		return 0, nil
-	case before.Year() > 9999:
-		before = time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)
-	}
-	// Before goes as text in UTC: a time.Time would be converted to the
-	// DSN's loc by the driver.
-	res, err := db.ExecContext(ctx, s.purgePrefix+strconv.Itoa(params.Limit), before.Format(timeLayout))
+	res, err := db.ExecContext(ctx, s.purgePrefix+strconv.Itoa(params.Limit), params.OlderThan.Microseconds())
 	if err != nil {
 		return 0, fmt.Errorf("mysql: purging %s: %w", s.tableName, err)
 	}

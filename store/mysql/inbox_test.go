@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"io/fs"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,19 +60,21 @@ func inboxHarness(configure func(t *testing.T, cfg *mysql.Config), qualified boo
 			}
 			return s, nil
 		},
-		SetProcessedAt: func(t *testing.T, db *sql.DB, table string, p inbox.RecordParams, at time.Time) {
+		SetProcessedAgo: func(t *testing.T, db *sql.DB, table string, p inbox.RecordParams, ago time.Duration) {
 			t.Helper()
 			s, err := NewInbox(&InboxConfig{Database: databaseOf(t, db), Table: table})
 			require.NoError(t, err)
-			setProcessedAt(t, db, s, p, at)
+			setProcessedAgo(t, db, s, p, ago)
 		},
 	}
 }
 
-func setProcessedAt(t *testing.T, db *sql.DB, s *InboxStore, p inbox.RecordParams, at time.Time) {
+// setProcessedAgo sets the processed_at of p to the database's clock minus
+// ago.
+func setProcessedAgo(t *testing.T, db *sql.DB, s *InboxStore, p inbox.RecordParams, ago time.Duration) {
 	t.Helper()
-	res, err := db.ExecContext(t.Context(), "UPDATE "+s.table+" SET processed_at = ? WHERE consumer = CAST(? AS BINARY) AND message_id = CAST(? AS BINARY)",
-		at.UTC().Format(timeLayout), p.Consumer, p.MessageID)
+	res, err := db.ExecContext(t.Context(), "UPDATE "+s.table+" SET processed_at = UTC_TIMESTAMP(6) - INTERVAL ? MICROSECOND"+
+		" WHERE consumer = CAST(? AS BINARY) AND message_id = CAST(? AS BINARY)", ago.Microseconds(), p.Consumer, p.MessageID)
 	require.NoError(t, err)
 	n, err := res.RowsAffected()
 	require.NoError(t, err)
@@ -368,20 +371,18 @@ func requireInboxBasics(t *testing.T, db *sql.DB, s *InboxStore) {
 		fmt.Sprintf("%X", all[0].Consumer), fmt.Sprintf("%X", all[0].MessageID)).Scan(&n))
 	require.Equal(t, 1, n)
 
-	// Nothing is older than a minute ago on the database's clock; everything
-	// is older than a minute from now. Before in another zone is the same
-	// instant.
-	var dbNow string
-	require.NoError(t, db.QueryRowContext(ctx, "SELECT DATE_FORMAT(UTC_TIMESTAMP(6), '"+dateFormat+"')").Scan(&dbNow))
-	now, err := time.ParseInLocation(timeLayout, dbNow, time.UTC)
-	require.NoError(t, err)
-	deleted, err := s.Purge(ctx, db, inbox.PurgeParams{Before: now.Add(-time.Minute).In(time.FixedZone("X", -11*3600)), Limit: 100})
+	// Purge's cutoff is the database's UTC clock, whatever the session's
+	// time zone or the DSN's loc: nothing is a minute old yet; once every
+	// row is aged by two minutes (on the server), all are.
+	deleted, err := s.Purge(ctx, db, inbox.PurgeParams{Limit: 100, OlderThan: time.Minute})
 	require.NoError(t, err)
 	require.Zero(t, deleted)
-	deleted, err = s.Purge(ctx, db, inbox.PurgeParams{Before: now.Add(time.Minute).In(time.FixedZone("Y", 14*3600)), Limit: 3})
+	_, err = db.ExecContext(ctx, "UPDATE "+s.table+" SET processed_at = processed_at - INTERVAL 2 MINUTE")
+	require.NoError(t, err)
+	deleted, err = s.Purge(ctx, db, inbox.PurgeParams{Limit: 3, OlderThan: time.Minute})
 	require.NoError(t, err)
 	require.Equal(t, 3, deleted)
-	deleted, err = s.Purge(ctx, db, inbox.PurgeParams{Before: now.Add(time.Minute), Limit: 100})
+	deleted, err = s.Purge(ctx, db, inbox.PurgeParams{Limit: 100, OlderThan: time.Minute})
 	require.NoError(t, err)
 	require.Equal(t, len(all)-3, deleted)
 }
@@ -402,7 +403,7 @@ func TestInboxStore(t *testing.T) {
 		require.ErrorIs(t, err, omnibox.ErrNilDB)
 	})
 
-	t.Run("PurgeBeforeOutsideDatetimeRange", func(t *testing.T) {
+	t.Run("PurgeOlderThanExtremes", func(t *testing.T) {
 		t.Parallel()
 		b := setupInbox(t)
 		ctx := t.Context()
@@ -410,10 +411,11 @@ func TestInboxStore(t *testing.T) {
 		isNew, err := b.store.Record(ctx, b.db, p)
 		require.NoError(t, err)
 		require.True(t, isNew)
-		n, err := b.store.Purge(ctx, b.db, inbox.PurgeParams{Limit: 10}) // the zero time
+		// The longest Duration (292 years) stays within DATETIME's range.
+		n, err := b.store.Purge(ctx, b.db, inbox.PurgeParams{Limit: 10, OlderThan: math.MaxInt64})
 		require.NoError(t, err)
 		require.Zero(t, n)
-		n, err = b.store.Purge(ctx, b.db, inbox.PurgeParams{Before: time.Date(12345, 1, 1, 0, 0, 0, 0, time.UTC), Limit: 10})
+		n, err = b.store.Purge(ctx, b.db, inbox.PurgeParams{Limit: 10})
 		require.NoError(t, err)
 		require.Equal(t, 1, n)
 	})

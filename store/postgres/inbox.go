@@ -94,7 +94,8 @@ func NewInbox(config *InboxConfig) (*InboxStore, error) {
 		" ON CONFLICT (consumer, message_id) DO NOTHING"
 	s.processedSQL = "SELECT EXISTS (SELECT FROM " + s.table + " WHERE consumer = $1::text AND message_id = $2::text)"
 	s.purgeSQL = "DELETE FROM " + s.table + " WHERE ctid = ANY (ARRAY(SELECT ctid FROM " + s.table +
-		" WHERE processed_at < $1::timestamptz ORDER BY processed_at LIMIT $2::bigint))"
+		" WHERE processed_at < statement_timestamp() - $1::bigint * interval '1 microsecond'" +
+		" ORDER BY processed_at LIMIT $2::bigint))"
 	return s, nil
 }
 
@@ -156,21 +157,24 @@ func (s *InboxStore) Processed(ctx context.Context, db omnibox.DBTX, params inbo
 	return found, nil
 }
 
-// Purge deletes at most params.Limit rows whose processed_at is earlier than
-// params.Before, oldest first, and reports how many it deleted. It is one
-// statement: a scan of the processed_at index stopped by the LIMIT picks the
-// rows, which are then deleted by their physical address (ctid), so each
-// call does bounded work whatever the size of the table. Call it again until
-// it returns fewer than params.Limit. A Limit of zero or less returns an
-// error; a nil db returns [omnibox.ErrNilDB].
+// Purge deletes at most params.Limit rows processed more than
+// params.OlderThan ago, oldest first, and reports how many it deleted. The
+// cutoff is computed by the server, statement_timestamp() minus OlderThan:
+// the clock that stamped the rows, whatever the application's clock says. It
+// is one statement: a scan of the processed_at index stopped by the LIMIT
+// picks the rows, which are then deleted by their physical address (ctid),
+// so each call does bounded work whatever the size of the table. Call it
+// again until it returns fewer than params.Limit. A Limit of zero or less or
+// a negative OlderThan returns an error; a nil db returns
+// [omnibox.ErrNilDB].
 func (s *InboxStore) Purge(ctx context.Context, db omnibox.DBTX, params inbox.PurgeParams) (int, error) {
 	if db == nil {
 		return 0, omnibox.ErrNilDB
 	}
-	if params.Limit <= 0 {
-		return 0, fmt.Errorf("postgres: purging %s: Limit must be positive, got %d", s.tableName, params.Limit)
+	if err := params.Validate(); err != nil {
+		return 0, fmt.Errorf("postgres: purging %s: %w", s.tableName, err)
 	}
-	res, err := db.ExecContext(ctx, s.purgeSQL, params.Before, int64(params.Limit))
+	res, err := db.ExecContext(ctx, s.purgeSQL, params.OlderThan.Microseconds(), int64(params.Limit))
 	if err != nil {
 		return 0, fmt.Errorf("postgres: purging %s: %w", s.tableName, err)
 	}

@@ -53,12 +53,12 @@ func inboxHarness(driver string) storetest.InboxHarness {
 			}
 			return s, nil
 		},
-		SetProcessedAt: func(t *testing.T, db *sql.DB, table string, p inbox.RecordParams, at time.Time) {
+		SetProcessedAgo: func(t *testing.T, db *sql.DB, table string, p inbox.RecordParams, ago time.Duration) {
 			t.Helper()
 			s, err := NewInbox(&InboxConfig{Schema: schemaOf(t, db), Table: table})
 			require.NoError(t, err)
-			res, err := db.ExecContext(t.Context(), "UPDATE "+s.table+" SET processed_at = $1::timestamptz WHERE consumer = $2 AND message_id = $3",
-				at, p.Consumer, p.MessageID)
+			res, err := db.ExecContext(t.Context(), "UPDATE "+s.table+" SET processed_at = statement_timestamp() - $1::bigint * interval '1 microsecond'"+
+				" WHERE consumer = $2 AND message_id = $3", ago.Microseconds(), p.Consumer, p.MessageID)
 			require.NoError(t, err)
 			n, err := res.RowsAffected()
 			require.NoError(t, err)
@@ -353,20 +353,21 @@ func TestInboxStore(t *testing.T) {
 
 		// With the parameters bound (custom plan), and as a generic plan, as
 		// a prepared statement may get after five executions.
-		before := time.Date(2002, 1, 1, 0, 0, 0, 0, time.UTC)
+		// Every row is older than twenty years.
+		olderThan := (20 * 365 * 24 * time.Hour).Microseconds()
 		for _, mode := range []string{"custom", "generic"} {
 			tx, err := b.db.BeginTx(ctx, nil)
 			require.NoError(t, err)
 			defer func() { _ = tx.Rollback() }()
 			var rows *sql.Rows
 			if mode == "custom" {
-				rows, err = tx.QueryContext(ctx, "EXPLAIN (ANALYZE, COSTS OFF) "+b.store.purgeSQL, before, int64(100))
+				rows, err = tx.QueryContext(ctx, "EXPLAIN (ANALYZE, COSTS OFF) "+b.store.purgeSQL, olderThan, int64(100))
 			} else {
 				_, err = tx.ExecContext(ctx, "SET LOCAL plan_cache_mode = force_generic_plan")
 				require.NoError(t, err)
 				_, err = tx.ExecContext(ctx, "PREPARE omnibox_purge AS "+b.store.purgeSQL)
 				require.NoError(t, err)
-				rows, err = tx.QueryContext(ctx, "EXPLAIN (ANALYZE, COSTS OFF) EXECUTE omnibox_purge('2002-01-01T00:00:00Z', 100)")
+				rows, err = tx.QueryContext(ctx, "EXPLAIN (ANALYZE, COSTS OFF) EXECUTE omnibox_purge("+strconv.FormatInt(olderThan, 10)+", 100)")
 			}
 			require.NoError(t, err)
 			var plan []string

@@ -332,7 +332,7 @@ func TestListenerDeadLink(t *testing.T) {
 	l, err := NewListener(dsnVia(t, proxy.listener.Addr().String()), w, &ListenerConfig{Channel: "omnibox_test_dead_link", Logger: slog.New(logs)})
 	require.NoError(t, err)
 	l.pingPeriod = period
-	l.callTimeout = 50 * time.Millisecond
+	l.callTimeout = 250 * time.Millisecond // short, yet long enough for a loaded -race run
 	l.minBackoff = time.Millisecond
 	l.maxBackoff = 10 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
@@ -353,8 +353,9 @@ func TestListenerDeadLink(t *testing.T) {
 	require.LessOrEqual(t, most, baseline+2, "goroutines of the listener over 20 ping periods on a dead link (from %d)", baseline)
 	// The ping found the dead link within its deadline, and the
 	// reconnections time out too.
-	require.Positive(t, logs.errorsLogged(slog.LevelWarn, "ping"))
-	require.Positive(t, logs.errorsLogged(slog.LevelWarn, "connecting"))
+	require.Eventually(t, func() bool {
+		return logs.errorsLogged(slog.LevelWarn, "ping") > 0 && logs.errorsLogged(slog.LevelWarn, "connecting") > 0
+	}, 10*time.Second, time.Millisecond)
 
 	// The link comes back: the listener reconnects and wakes its waker.
 	before := w.n.Load()

@@ -87,7 +87,7 @@ func NewInbox(config *InboxConfig) (*InboxStore, error) {
 		" ON CONFLICT (consumer, message_id) DO NOTHING"
 	s.processedSQL = "SELECT EXISTS (SELECT 1 FROM " + s.table + " WHERE consumer = ?1 AND message_id = ?2)"
 	s.purgeSQL = "DELETE FROM " + s.table + " WHERE rowid IN (SELECT rowid FROM " + s.table +
-		" WHERE processed_at < ?1 ORDER BY processed_at LIMIT ?2)"
+		" WHERE processed_at < " + nowMicros + " - ?1 ORDER BY processed_at LIMIT ?2)"
 	return s, nil
 }
 
@@ -149,21 +149,23 @@ func (s *InboxStore) Processed(ctx context.Context, db omnibox.DBTX, params inbo
 	return found, nil
 }
 
-// Purge deletes at most params.Limit rows whose processed_at is earlier than
-// params.Before, oldest first, and reports how many it deleted. It is one
+// Purge deletes at most params.Limit rows processed more than
+// params.OlderThan ago, oldest first, and reports how many it deleted. The
+// cutoff is computed by SQLite, its 'now' (the clock that stamped the rows)
+// minus OlderThan, rather than from a time the application passes. It is one
 // DELETE of the rowids that a walk of the processed_at index, stopped by the
 // LIMIT, picks, so each call does bounded work whatever the size of the
 // table (and holds the write lock that long). Call it again until it returns
-// fewer than params.Limit. A Limit of zero or less returns an error; a nil
-// db returns [omnibox.ErrNilDB].
+// fewer than params.Limit. A Limit of zero or less or a negative OlderThan
+// returns an error; a nil db returns [omnibox.ErrNilDB].
 func (s *InboxStore) Purge(ctx context.Context, db omnibox.DBTX, params inbox.PurgeParams) (int, error) {
 	if db == nil {
 		return 0, omnibox.ErrNilDB
 	}
-	if params.Limit <= 0 {
-		return 0, fmt.Errorf("sqlite: purging %s: Limit must be positive, got %d", s.tableName, params.Limit)
+	if err := params.Validate(); err != nil {
+		return 0, fmt.Errorf("sqlite: purging %s: %w", s.tableName, err)
 	}
-	res, err := db.ExecContext(ctx, s.purgeSQL, params.Before.UnixMicro(), int64(params.Limit))
+	res, err := db.ExecContext(ctx, s.purgeSQL, params.OlderThan.Microseconds(), int64(params.Limit))
 	if err != nil {
 		return 0, fmt.Errorf("sqlite: purging %s: %w%s", s.tableName, err, busyHint(err))
 	}

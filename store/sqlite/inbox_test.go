@@ -43,20 +43,22 @@ func inboxHarness(open func(t *testing.T) *sql.DB) storetest.InboxHarness {
 			}
 			return s, nil
 		},
-		SetProcessedAt: func(t *testing.T, db *sql.DB, table string, p inbox.RecordParams, at time.Time) {
+		SetProcessedAgo: func(t *testing.T, db *sql.DB, table string, p inbox.RecordParams, ago time.Duration) {
 			t.Helper()
-			setProcessedAt(t, db, table, p, at)
+			setProcessedAgo(t, db, table, p, ago)
 		},
 	}
 }
 
-// setProcessedAt sets the processed_at of p in the inbox table (validated
-// names need no more than double quotes).
-func setProcessedAt(t *testing.T, db *sql.DB, table string, p inbox.RecordParams, at time.Time) {
+// setProcessedAgo sets the processed_at of p in the inbox table (validated
+// names need no more than double quotes) to SQLite's clock minus ago, in
+// microseconds since the epoch as the store stamps it.
+func setProcessedAgo(t *testing.T, db *sql.DB, table string, p inbox.RecordParams, ago time.Duration) {
 	t.Helper()
 	table = `"` + cmp.Or(table, sqlite.DefaultInboxTable) + `"`
-	res, err := db.ExecContext(t.Context(), "UPDATE "+table+" SET processed_at = ? WHERE consumer = ? AND message_id = ?",
-		at.UnixMicro(), p.Consumer, p.MessageID)
+	res, err := db.ExecContext(t.Context(), "UPDATE "+table+
+		" SET processed_at = CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000 - ? WHERE consumer = ? AND message_id = ?",
+		ago.Microseconds(), p.Consumer, p.MessageID)
 	require.NoError(t, err)
 	n, err := res.RowsAffected()
 	require.NoError(t, err)

@@ -44,11 +44,12 @@ type InboxHarness struct {
 	// the store's default), not yet migrated, or the constructor's error
 	// (invalid names must give one wrapping [omnibox.ErrInvalidIdentifier]).
 	NewStore func(t *testing.T, db *sql.DB, table string) (InboxStore, error)
-	// SetProcessedAt sets the processed_at of the recorded row params in the
-	// inbox table named table ("" = the store's default) of db to at, so
-	// that the suite can test Purge without waiting. It fails the test when
-	// no row was changed.
-	SetProcessedAt func(t *testing.T, db *sql.DB, table string, params inbox.RecordParams, at time.Time)
+	// SetProcessedAgo sets the processed_at of the recorded row params in
+	// the inbox table named table ("" = the store's default) of db to the
+	// database's current time minus ago, computed by the database (on the
+	// clock Record stamps rows with), so that the suite can test Purge
+	// without waiting. It fails the test when no row was changed.
+	SetProcessedAgo func(t *testing.T, db *sql.DB, table string, params inbox.RecordParams, ago time.Duration)
 }
 
 // RunInbox runs the conformance suite of the inbox stores as parallel
@@ -57,7 +58,7 @@ type InboxHarness struct {
 // limits), Record under concurrency (a second delivery waits for the first
 // transaction and sees its outcome; of many concurrent deliveries exactly
 // one is new), Processed, Purge (bounded, oldest first, only rows older than
-// Before), table names and migrations. f tells how a dialect differs:
+// OlderThan, on the database's clock), table names and migrations. f tells how a dialect differs:
 // with [Features].NoClaimWhileWriting (one writing transaction at a time),
 // the concurrent deliveries begin their transactions only when they record,
 // since a second BeginTx may wait for the first transaction to end; with
@@ -67,7 +68,7 @@ func RunInbox(t *testing.T, h InboxHarness, f Features) {
 	t.Helper()
 	require.NotNil(t, h.NewDB, "storetest: InboxHarness.NewDB is required")
 	require.NotNil(t, h.NewStore, "storetest: InboxHarness.NewStore is required")
-	require.NotNil(t, h.SetProcessedAt, "storetest: InboxHarness.SetProcessedAt is required")
+	require.NotNil(t, h.SetProcessedAgo, "storetest: InboxHarness.SetProcessedAgo is required")
 
 	type testBundle struct {
 		db    *sql.DB
@@ -435,20 +436,22 @@ func RunInbox(t *testing.T, h InboxHarness, f Features) {
 		b := setup(t)
 		ctx := t.Context()
 
-		// Fixed times far in the past, so the test does not depend on any
-		// clock: old[i] was processed at t0 + i seconds, except the newest
-		// old row, 1µs before the cutoff. Rows at and after the cutoff, and
-		// rows recorded now, are kept.
-		const nOld = 250
-		t0 := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
-		before := t0.Add(time.Hour)
+		// Ages on the database's clock, which Purge's cutoff must also come
+		// from: old[i] was processed olderThan + 1 min + (nOld-1-i) s ago,
+		// so old[0] is the oldest. Rows a minute inside the window, and rows
+		// recorded now, are kept. The margins of a minute or more dwarf the
+		// test's run time.
+		const (
+			nOld      = 250
+			olderThan = time.Hour
+		)
 		old := make([]inbox.RecordParams, nOld)
 		for i := range old {
 			old[i] = inbox.RecordParams{Consumer: "purge", MessageID: fmt.Sprintf("old-%03d", i)}
 		}
 		kept := []inbox.RecordParams{
-			{Consumer: "purge", MessageID: "at-cutoff"},
-			{Consumer: "purge", MessageID: "after-cutoff"},
+			{Consumer: "purge", MessageID: "inside-1"},
+			{Consumer: "purge", MessageID: "inside-2"},
 			{Consumer: "purge", MessageID: "now-1"},
 			{Consumer: "other", MessageID: "now-2"},
 		}
@@ -463,23 +466,19 @@ func RunInbox(t *testing.T, h InboxHarness, f Features) {
 			}
 		})
 		for i, p := range old {
-			at := t0.Add(time.Duration(i) * time.Second)
-			if i == nOld-1 {
-				at = before.Add(-time.Microsecond)
-			}
-			h.SetProcessedAt(t, b.db, "", p, at)
+			h.SetProcessedAgo(t, b.db, "", p, olderThan+time.Minute+time.Duration(nOld-1-i)*time.Second)
 		}
-		h.SetProcessedAt(t, b.db, "", kept[0], before)
-		h.SetProcessedAt(t, b.db, "", kept[1], before.Add(time.Microsecond))
+		h.SetProcessedAgo(t, b.db, "", kept[0], olderThan-time.Minute)
+		h.SetProcessedAgo(t, b.db, "", kept[1], olderThan-2*time.Minute)
 
-		// Nothing is older than t0.
-		n, err := b.store.Purge(ctx, b.db, inbox.PurgeParams{Before: t0, Limit: 100})
+		// Nothing is older than the oldest row plus a minute.
+		n, err := b.store.Purge(ctx, b.db, inbox.PurgeParams{Limit: 100, OlderThan: olderThan + 2*time.Minute + nOld*time.Second})
 		require.NoError(t, err)
 		require.Zero(t, n)
 
 		deleted := 0
 		for _, want := range []int{100, 100, 50, 0} {
-			n, err := b.store.Purge(ctx, b.db, inbox.PurgeParams{Before: before, Limit: 100})
+			n, err := b.store.Purge(ctx, b.db, inbox.PurgeParams{Limit: 100, OlderThan: olderThan})
 			require.NoError(t, err)
 			require.Equal(t, want, n, "rows purged")
 			deleted += n
@@ -495,20 +494,29 @@ func RunInbox(t *testing.T, h InboxHarness, f Features) {
 		inTx(t, b.db, func(tx *sql.Tx) { requireRecord(t, b.store, tx, old[0], true) })
 	})
 
-	t.Run("PurgeNeedsPositiveLimit", func(t *testing.T) {
+	t.Run("PurgeValidatesParams", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		ctx := t.Context()
 		p := newRecordParams("purge-limit")
 		inTx(t, b.db, func(tx *sql.Tx) { requireRecord(t, b.store, tx, p, true) })
-		h.SetProcessedAt(t, b.db, "", p, time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC))
+		h.SetProcessedAgo(t, b.db, "", p, 48*time.Hour)
 
 		for _, limit := range []int{0, -1} {
-			n, err := b.store.Purge(ctx, b.db, inbox.PurgeParams{Before: time.Date(2002, 1, 1, 0, 0, 0, 0, time.UTC), Limit: limit})
-			require.Error(t, err, "Limit %d", limit)
+			n, err := b.store.Purge(ctx, b.db, inbox.PurgeParams{Limit: limit, OlderThan: time.Hour})
+			require.ErrorContains(t, err, "Limit", "Limit %d", limit)
 			require.Zero(t, n)
 		}
+		// A negative age would reach into the future.
+		n, err := b.store.Purge(ctx, b.db, inbox.PurgeParams{Limit: 10, OlderThan: -time.Hour})
+		require.ErrorContains(t, err, "OlderThan")
+		require.Zero(t, n)
 		requireProcessed(t, b.store, b.db, p, true)
+
+		// OlderThan zero purges everything recorded before the statement.
+		n, err = b.store.Purge(ctx, b.db, inbox.PurgeParams{Limit: 10})
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
 	})
 
 	t.Run("InvalidTableNamesRejected", func(t *testing.T) {
@@ -534,8 +542,8 @@ func RunInbox(t *testing.T, h InboxHarness, f Features) {
 		requireProcessed(t, custom, b.db, p, false)
 		inTx(t, b.db, func(tx *sql.Tx) { requireRecord(t, custom, tx, p, true) })
 
-		h.SetProcessedAt(t, b.db, "custom_inbox_2", p, time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC))
-		n, err := custom.Purge(t.Context(), b.db, inbox.PurgeParams{Before: time.Date(2002, 1, 1, 0, 0, 0, 0, time.UTC), Limit: 10})
+		h.SetProcessedAgo(t, b.db, "custom_inbox_2", p, 48*time.Hour)
+		n, err := custom.Purge(t.Context(), b.db, inbox.PurgeParams{Limit: 10, OlderThan: 24 * time.Hour})
 		require.NoError(t, err)
 		require.Equal(t, 1, n)
 		requireProcessed(t, custom, b.db, p, false)
