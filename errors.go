@@ -76,6 +76,12 @@ func (e *EventError) Unwrap() []error {
 	return []error{ErrInvalidEvent, e.Err}
 }
 
+// ErrSchemaTooNew is wrapped by the error of a store's Migrate when the
+// database's schema was migrated by a newer release of omnibox than this
+// binary: running against a schema it does not know could lose events, so it
+// refuses. Upgrade github.com/omnibox-go/omnibox in the binary.
+var ErrSchemaTooNew = errors.New("omnibox: the schema was migrated by a newer release of omnibox")
+
 // ErrRejected is wrapped by a publisher's error for a message the broker
 // refuses for good: too large, invalid, for a topic that does not exist or
 // that the publisher may not write to. Sending it again cannot succeed until

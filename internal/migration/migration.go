@@ -11,7 +11,6 @@ package migration
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -119,11 +118,9 @@ type Tracking struct {
 	List string
 }
 
-// ErrSchemaTooNew is wrapped by the error of [Apply] (and of the dialects'
-// Migrate) when the tracking table records a version newer than any this
-// release knows: a newer release of omnibox migrated the table, and this one
-// must not run against a schema it does not know.
-var ErrSchemaTooNew = errors.New("the schema was migrated by a newer release of omnibox")
+// ErrSchemaTooNew is [omnibox.ErrSchemaTooNew], which the error of [Apply]
+// wraps when the database's schema is newer than this binary's migrations.
+var ErrSchemaTooNew = omnibox.ErrSchemaTooNew
 
 // Newest returns the highest version of migrations, 0 when there are none.
 func Newest(migrations []Migration) int {
