@@ -60,6 +60,9 @@ type templateData struct {
 	PartsTable string
 	// RelaysTable is the quoted, qualified table of live relays.
 	RelaysTable string
+	// RelaysTableLiteral is the relay table's unqualified name as a quoted
+	// string literal, for queries on information_schema.
+	RelaysTableLiteral string
 	// Table is the quoted, qualified outbox table.
 	Table string
 	// TableLiteral is the outbox table's unqualified name as a quoted

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -75,7 +76,9 @@ type Store struct {
 	discardPrefix     string
 	freePartsPrefix   string
 	goneSQL           string
+	flavor            atomic.Int32 // serverMySQL or serverMariaDB once known
 	headsPrefix       string
+	headsSuffix       string
 	insertPrefix      string
 	leaseEventsPrefix string
 	leasePartsPrefix  string
@@ -141,14 +144,15 @@ func New(config *Config) (*Store, error) {
 	s.partsTable = qualify(table + "_parts")
 	relaysTable := qualify(table + "_relays")
 	migrator, err := newMigrator("migration", templateData{
-		DatabaseLiteral: databaseLiteral,
-		EventIDKey:      quote(table + "_event_id_key"),
-		LockTable:       s.lockTable,
-		MetadataCheck:   quote(table + "_metadata_check"),
-		PartsTable:      s.partsTable,
-		RelaysTable:     relaysTable,
-		Table:           s.table,
-		TableLiteral:    "'" + table + "'",
+		DatabaseLiteral:    databaseLiteral,
+		EventIDKey:         quote(table + "_event_id_key"),
+		LockTable:          s.lockTable,
+		MetadataCheck:      quote(table + "_metadata_check"),
+		PartsTable:         s.partsTable,
+		RelaysTable:        relaysTable,
+		RelaysTableLiteral: "'" + table + "_relays'",
+		Table:              s.table,
+		TableLiteral:       "'" + table + "'",
 	}, config.Database, table)
 	if err != nil {
 		return nil, err
@@ -164,14 +168,26 @@ func New(config *Config) (*Store, error) {
 	s.insertPrefix = "INSERT INTO " + t + " (event_id, topic, event_key, payload, metadata, created_at, part) VALUES "
 	s.lockSQL = "SELECT id, @@character_set_client, @@character_set_connection, @@character_set_results, @@autocommit FROM " +
 		s.lockTable + " WHERE id = 1 FOR UPDATE"
-	s.seenSQL = "INSERT INTO " + relaysTable + " (relay_id, seen_until) VALUES (?, DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND))" +
-		" ON DUPLICATE KEY UPDATE seen_until = DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND)"
+	// The relay is recorded with its nonce, unless the row holds another
+	// live process's nonce (and the claim checks, the first parameter of
+	// conflict): the row is then left as it is, which the heads statement
+	// reads back. Both assignments test the row as it was (nonce, when it
+	// changes, changes to the claim's), so that they agree whether the
+	// server assigns left to right or, with MariaDB's
+	// SIMULTANEOUS_ASSIGNMENT, all at once.
+	conflict := "? AND seen_until >= UTC_TIMESTAMP(6) AND nonce <> '' AND nonce <> CAST(? AS BINARY)"
+	s.seenSQL = "INSERT INTO " + relaysTable + " (relay_id, seen_until, nonce) VALUES (?, DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND), ?)" +
+		" ON DUPLICATE KEY UPDATE nonce = IF(" + conflict + ", nonce, CAST(? AS BINARY))," +
+		" seen_until = IF(" + conflict + ", seen_until, DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND))"
 	s.goneSQL = "DELETE FROM " + relaysTable + " WHERE seen_until < UTC_TIMESTAMP(6) AND relay_id <> CAST(? AS BINARY)"
 	s.headsPrefix = "SELECT p.part, (SELECT o.seq FROM " + t + " o FORCE INDEX (" + pendingIndex + ")" +
 		" WHERE o.part = p.part AND o.pending = 1 AND %s ORDER BY o.seq LIMIT 1) AS head," +
-		" (SELECT COUNT(*) FROM " + relaysTable + " WHERE seen_until >= UTC_TIMESTAMP(6) AND relay_id <> CAST(? AS BINARY)) AS others," +
-		" (SELECT COUNT(*) FROM " + relaysTable + " WHERE seen_until < UTC_TIMESTAMP(6)) AS expired" +
+		" NULL AS others, NULL AS expired, NULL AS nonce" +
 		" FROM " + parts + " p WHERE p.claimed_until IS NULL OR p.claimed_until < UTC_TIMESTAMP(6)"
+	s.headsSuffix = " UNION ALL SELECT -1, NULL," +
+		" (SELECT COUNT(*) FROM " + relaysTable + " WHERE seen_until >= UTC_TIMESTAMP(6) AND relay_id <> CAST(? AS BINARY))," +
+		" (SELECT COUNT(*) FROM " + relaysTable + " WHERE seen_until < UTC_TIMESTAMP(6))," +
+		" (SELECT nonce FROM " + relaysTable + " WHERE relay_id = CAST(? AS BINARY))"
 	s.scanPrefix = "(SELECT o.seq, o.part FROM " + t + " o FORCE INDEX (" + pendingIndex + ") WHERE o.part = "
 	s.leasePartsPrefix = "UPDATE " + parts + " SET claimed_by = CAST(? AS BINARY), claimed_until = DATE_ADD(UTC_TIMESTAMP(6), INTERVAL ? MICROSECOND)" +
 		" WHERE (claimed_until IS NULL OR claimed_until < UTC_TIMESTAMP(6)%s) AND part IN ("
@@ -371,7 +387,7 @@ func isDuplicateKey(err error) bool {
 // events to params.Owner for params.Lease, following the contract of
 // [omnibox.RelayStore]. MySQL has neither UPDATE ... RETURNING nor (in
 // MariaDB) LATERAL joins, so the claim is seven statements in tx (one more
-// when expired relays are deleted):
+// when expired relays are deleted, one more with a deadline):
 //
 //  1. The claim lock: SELECT ... FOR UPDATE of the one row of
 //     Table + "_lock". When another claim's transaction holds it, the claim
@@ -380,7 +396,11 @@ func isDuplicateKey(err error) bool {
 //     GET_LOCK: GET_LOCK is held by the session, and would outlive the
 //     transaction on a pooled connection.)
 //  2. Membership: params.Relay (Owner when empty) is recorded as live for
-//     one Lease in Table + "_relays" by INSERT ... ON DUPLICATE KEY UPDATE.
+//     one Lease in Table + "_relays", with params.Nonce, by INSERT ... ON
+//     DUPLICATE KEY UPDATE, unless its row is live with another non-empty
+//     nonce and params.Restart is not set: the row is then left as it is,
+//     step 3 reads its nonce back, and Claim claims nothing and returns an
+//     error wrapping [omnibox.ErrRelayIDInUse] that names the relay ID.
 //  3. Heads: for each free partition of Table + "_parts" (no lease, an
 //     expired one, or one whose owner starts with params.OwnerPrefix), the
 //     seq of its oldest claimable event, by a correlated subquery that walks
@@ -416,6 +436,12 @@ func isDuplicateKey(err error) bool {
 // the probe, the lease and the final read by primary key). Sub-second
 // leases are kept to the microsecond.
 //
+// When ctx has a deadline, a statement before step 1 sets the session's
+// lock wait, statement and idle timeouts to the time it leaves (see
+// [guardSQL]), so that the server ends a transaction whose relay stopped
+// answering instead of letting its claim lock stop every relay. They are
+// session variables and stay on the connection (docs/mysql.md).
+//
 // tx must be a transaction (a *sql.Tx) that the caller commits right after;
 // its isolation level should be the default REPEATABLE READ or READ
 // COMMITTED. Claim also checks that the connection is utf8mb4 with
@@ -436,12 +462,18 @@ func (s *Store) Claim(ctx context.Context, tx omnibox.DBTX, params omnibox.Claim
 		return nil, errors.New("mysql: claim: Owner is not valid UTF-8")
 	case len(relay) > maxOwnerLen:
 		return nil, fmt.Errorf("mysql: claim: Relay is %d bytes long, the limit is %d", len(relay), maxOwnerLen)
+	case len(params.Nonce) > maxOwnerLen:
+		return nil, fmt.Errorf("mysql: claim: Nonce is %d bytes long, the limit is %d", len(params.Nonce), maxOwnerLen)
+	}
+	if err := s.guard(ctx, tx); err != nil {
+		return nil, fmt.Errorf("mysql: claim from %s: %w", s.tableName, err)
 	}
 	if err := s.claimLock(ctx, tx); err != nil {
 		return nil, err
 	}
 	lease := params.Lease.Microseconds()
-	if _, err := tx.ExecContext(ctx, s.seenSQL, relay, lease, lease); err != nil {
+	check := params.Nonce != "" && !params.Restart
+	if _, err := tx.ExecContext(ctx, s.seenSQL, relay, lease, params.Nonce, check, params.Nonce, params.Nonce, check, params.Nonce, lease); err != nil {
 		return nil, fmt.Errorf("mysql: claim from %s: recording the relay in %s_relays: %w", s.tableName, s.tableName, err)
 	}
 	heads, err := s.heads(ctx, tx, params, relay)
@@ -485,6 +517,63 @@ func (s *Store) claimLock(ctx context.Context, tx omnibox.DBTX) error {
 		return fmt.Errorf("mysql: claim from %s: %w", s.tableName, err)
 	}
 	return nil
+}
+
+// Server flavors, as [Store.guard] caches them.
+const (
+	serverUnknown int32 = iota
+	serverMySQL
+	serverMariaDB
+)
+
+// guard sets the server-side guards of ctx's deadline on db's session, in
+// one statement; it does nothing when ctx has no deadline. It reads the
+// server's version once per store, the first time, to know which variables
+// the server has (see [guardSQL]).
+func (s *Store) guard(ctx context.Context, db omnibox.DBTX) error {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return nil
+	}
+	flavor := s.flavor.Load()
+	if flavor == serverUnknown {
+		var version string
+		if err := db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version); err != nil {
+			return fmt.Errorf("reading the server's version: %w", err)
+		}
+		flavor = serverMySQL
+		if strings.Contains(strings.ToLower(version), "mariadb") {
+			flavor = serverMariaDB
+		}
+		s.flavor.Store(flavor)
+	}
+	if _, err := db.ExecContext(ctx, guardSQL(flavor, time.Until(deadline))); err != nil {
+		return fmt.Errorf("setting the lock wait, statement and idle timeouts: %w", err)
+	}
+	return nil
+}
+
+// guardSQL returns the statement that sets the guards of a deadline left
+// away, for the rest of the session (they are session variables: see
+// docs/mysql.md): innodb_lock_wait_timeout, in whole seconds rounded up;
+// on MariaDB max_statement_time (seconds, to the microsecond) and
+// idle_transaction_timeout (whole seconds), which ends the session of a
+// transaction left idle that long; on MySQL, which has no idle timeout for
+// transactions, max_execution_time (milliseconds, SELECT only) and
+// wait_timeout (whole seconds), which ends any session idle that long. It
+// holds numbers only and takes no parameter, so the driver sends it as it
+// is, in one round trip.
+func guardSQL(flavor int32, left time.Duration) string {
+	left = max(left, time.Millisecond)
+	secs := strconv.FormatInt(int64((left+time.Second-1)/time.Second), 10)
+	if flavor == serverMariaDB {
+		return "SET SESSION innodb_lock_wait_timeout = " + secs +
+			", max_statement_time = " + strconv.FormatFloat(left.Seconds(), 'f', 6, 64) +
+			", idle_transaction_timeout = " + secs
+	}
+	return "SET SESSION innodb_lock_wait_timeout = " + secs +
+		", max_execution_time = " + strconv.FormatInt(left.Milliseconds()+1, 10) +
+		", wait_timeout = " + secs
 }
 
 // RelayTxOptions asks the relay to claim and complete at READ COMMITTED:
@@ -534,31 +623,38 @@ func (s *Store) claimable(blockOnDead bool) string {
 // leave to this one. It deletes the relays whose lease expired.
 func (s *Store) heads(ctx context.Context, tx omnibox.DBTX, params omnibox.ClaimParams, relay string) ([]head, error) {
 	query := fmt.Sprintf(s.headsPrefix, s.claimable(params.BlockOnDead))
-	args := []any{relay}
+	var args []any
 	if params.OwnerPrefix != "" {
 		// claimed_by is binary: LEFT counts bytes.
 		query += " OR LEFT(p.claimed_by, " + strconv.Itoa(len(params.OwnerPrefix)) + ") = CAST(? AS BINARY)"
 		args = append(args, params.OwnerPrefix)
 	}
+	query += s.headsSuffix
+	args = append(args, relay, relay)
 	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("mysql: claim from %s: reading the partitions' heads: %w", s.tableName, err)
 	}
 	defer rows.Close()
 	var (
-		heads   = make([]head, 0, omnibox.Partitions)
-		others  int64
-		expired int64
+		heads           = make([]head, 0, omnibox.Partitions)
+		others, expired sql.NullInt64
+		nonce           sql.NullString
 	)
 	for rows.Next() {
 		var (
-			h   head
-			seq sql.NullInt64
+			h                  head
+			seq, rOthers, rExp sql.NullInt64
+			rNonce             sql.NullString
 		)
-		if err := rows.Scan(&h.part, &seq, &others, &expired); err != nil {
+		if err := rows.Scan(&h.part, &seq, &rOthers, &rExp, &rNonce); err != nil {
 			return nil, fmt.Errorf("mysql: claim from %s: reading the partitions' heads: %w", s.tableName, err)
 		}
-		if seq.Valid {
+		switch {
+		case h.part < 0:
+			// The one row of the relays' counts and the relay's nonce.
+			others, expired, nonce = rOthers, rExp, rNonce
+		case seq.Valid:
 			h.seq = seq.Int64
 			heads = append(heads, h)
 		}
@@ -569,13 +665,18 @@ func (s *Store) heads(ctx context.Context, tx omnibox.DBTX, params omnibox.Claim
 	if err := rows.Close(); err != nil {
 		return nil, fmt.Errorf("mysql: claim from %s: reading the partitions' heads: %w", s.tableName, err)
 	}
-	if expired > 0 {
+	if params.Nonce != "" && nonce.Valid && nonce.String != params.Nonce {
+		// The relay's row kept another live process's nonce.
+		return nil, fmt.Errorf("mysql: claim from %s: relay ID %q is recorded as live by another process (another nonce): %w",
+			s.tableName, relay, omnibox.ErrRelayIDInUse)
+	}
+	if expired.Int64 > 0 {
 		if _, err := tx.ExecContext(ctx, s.goneSQL, relay); err != nil {
 			return nil, fmt.Errorf("mysql: claim from %s: deleting expired relays from %s_relays: %w", s.tableName, s.tableName, err)
 		}
 	}
 	slices.SortFunc(heads, func(a, b head) int { return cmp.Compare(a.seq, b.seq) })
-	maxParts := int((omnibox.Partitions + others) / (others + 1)) // ceil(Partitions / live relays)
+	maxParts := int((omnibox.Partitions + others.Int64) / (others.Int64 + 1)) // ceil(Partitions / live relays)
 	return heads[:min(len(heads), maxParts)], nil
 }
 
@@ -742,10 +843,14 @@ func decodeEvent(ev *omnibox.Event, metadata, createdAt string) error {
 // filtering on claimed_by would scan the partition table and, under
 // REPEATABLE READ, keep every row of it locked until the transaction ends,
 // serializing the completions of all relays. tx should be a transaction,
-// so that the outcome is recorded whole.
+// so that the outcome is recorded whole. When ctx has a deadline, Complete
+// first sets the guards that Claim sets.
 func (s *Store) Complete(ctx context.Context, tx omnibox.DBTX, params omnibox.CompleteParams) (*omnibox.CompleteResult, error) {
 	if params.Owner == "" {
 		return nil, errors.New("mysql: complete: Owner is empty")
+	}
+	if err := s.guard(ctx, tx); err != nil {
+		return nil, fmt.Errorf("mysql: complete in %s: %w", s.tableName, err)
 	}
 	res := &omnibox.CompleteResult{}
 	parts, err := s.ownedParts(ctx, tx, params.Owner)
@@ -950,13 +1055,30 @@ func (s *Store) execChunks(ctx context.Context, db omnibox.DBTX, prefix, what st
 // (by their delivered_at, on the database's clock), oldest first, and
 // reports how many it deleted. Without a retention period delivered events
 // are never kept, and Purge deletes nothing. It reads the index on
-// delivered_at, so it costs about limit rows.
+// delivered_at, so it costs about limit rows. When ctx has a deadline, Purge
+// first sets the guards that Claim sets, on one connection of db when db is
+// a *sql.DB.
 func (s *Store) Purge(ctx context.Context, db omnibox.DBTX, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, fmt.Errorf("mysql: purge: limit must be positive, got %d", limit)
 	}
 	if s.retention <= 0 {
 		return 0, nil
+	}
+	if _, ok := ctx.Deadline(); ok {
+		// The guards are session variables: on a pool, the statement must
+		// run on the connection that set them.
+		if pool, ok := db.(*sql.DB); ok {
+			conn, err := pool.Conn(ctx)
+			if err != nil {
+				return 0, fmt.Errorf("mysql: purging delivered events in %s: %w", s.tableName, err)
+			}
+			defer func() { _ = conn.Close() }()
+			db = conn
+		}
+		if err := s.guard(ctx, db); err != nil {
+			return 0, fmt.Errorf("mysql: purging delivered events in %s: %w", s.tableName, err)
+		}
 	}
 	r, err := db.ExecContext(ctx, s.purgePrefix+strconv.Itoa(limit), s.retention.Microseconds())
 	if err != nil {

@@ -218,7 +218,7 @@ func TestMigrations(t *testing.T) {
 		s, err := New(&Config{Database: "app", Table: "events"})
 		require.NoError(t, err)
 		migrations := s.Migrations()
-		require.Len(t, migrations, 2)
+		require.Len(t, migrations, 3)
 		m := migrations[0]
 		require.Equal(t, 1, m.Version)
 		require.Equal(t, "create_outbox", m.Name)
@@ -272,6 +272,7 @@ func TestMigrations(t *testing.T) {
 		require.Equal(t, []string{
 			"0001_create_outbox.down.sql", "0001_create_outbox.up.sql",
 			"0002_partitions_retries.down.sql", "0002_partitions_retries.up.sql",
+			"0003_relay_nonce.down.sql", "0003_relay_nonce.up.sql",
 		}, names)
 		up, err := fs.ReadFile(fsys, "0001_create_outbox.up.sql")
 		require.NoError(t, err)
@@ -335,9 +336,9 @@ func TestMigrations(t *testing.T) {
 		)
 		require.NoError(t, db.QueryRowContext(t.Context(),
 			"SELECT MAX(version), MAX(name), COUNT(*) FROM `"+other+"`.`outbox_migrations`").Scan(&version, &name, &count))
-		require.Equal(t, 2, version)
-		require.Equal(t, "partitions_retries", name)
-		require.Equal(t, 2, count)
+		require.Equal(t, 3, version)
+		require.Equal(t, "relay_nonce", name)
+		require.Equal(t, 3, count)
 		require.NoError(t, db.QueryRowContext(t.Context(), "SELECT COUNT(*) FROM `"+other+"`.`outbox_lock`").Scan(&locks))
 		require.Equal(t, 1, locks)
 		require.NoError(t, db.QueryRowContext(t.Context(), "SELECT COUNT(*) FROM `"+other+"`.`outbox_parts`").Scan(&parts))
@@ -505,11 +506,57 @@ func TestMigrations(t *testing.T) {
 			"claimed_by", "last_error", "claimed_until"}, columns)
 		require.Equal(t, seqsOf(got[1:]), seqsAll(t, db, s), "only the delivered event is gone")
 
-		_, err = db.ExecContext(t.Context(), "DELETE FROM omnibox_outbox_migrations WHERE version = 2")
+		_, err = db.ExecContext(t.Context(), "DELETE FROM omnibox_outbox_migrations WHERE version IN (2, 3)") // the relay table is gone
 		require.NoError(t, err)
 		require.NoError(t, s.Migrate(t.Context(), db))
 		again := claim(t, db, s, omnibox.ClaimParams{Lease: time.Hour, Limit: 10, Owner: "a/2"})
 		require.Equal(t, ids(events[1:]), claimedIDs(again), "waiting and dead events are pending again")
+	})
+
+	// A schema of the previous release (version 2) upgrades to the relay
+	// nonce: relays recorded before it, or by relays of the previous
+	// release still running, have none and conflict with nothing.
+	t.Run("UpgradeFromVersion2", func(t *testing.T) {
+		t.Parallel()
+		db, _ := dbtest.MySQL(t)
+		ctx := t.Context()
+		s, err := New(&Config{})
+		require.NoError(t, err)
+		_, err = db.ExecContext(ctx, s.migrator.tracking.Create)
+		require.NoError(t, err)
+		for _, m := range s.Migrations()[:2] {
+			for _, stmt := range splitStatements(m.Up) {
+				_, err := db.ExecContext(ctx, stmt)
+				require.NoError(t, err, stmt)
+			}
+			_, err = db.ExecContext(ctx, s.migrator.tracking.Insert, m.Version, m.Name)
+			require.NoError(t, err)
+		}
+		_, err = db.ExecContext(ctx, "INSERT INTO omnibox_outbox_relays (relay_id, seen_until) VALUES ('old', DATE_ADD(UTC_TIMESTAMP(6), INTERVAL 1 HOUR))")
+		require.NoError(t, err)
+
+		require.NoError(t, s.Migrate(ctx, db))
+		require.NoError(t, s.Migrate(ctx, db))
+		// The previous release's statement still records a relay.
+		_, err = db.ExecContext(ctx, "INSERT INTO omnibox_outbox_relays (relay_id, seen_until) VALUES ('older', DATE_ADD(UTC_TIMESTAMP(6), INTERVAL 1 HOUR))"+
+			" ON DUPLICATE KEY UPDATE seen_until = DATE_ADD(UTC_TIMESTAMP(6), INTERVAL 1 HOUR)")
+		require.NoError(t, err)
+		for _, relay := range []string{"old", "older"} {
+			claim(t, db, s, omnibox.ClaimParams{Lease: time.Hour, Limit: 10, Nonce: "n1", Owner: relay + "/1", Relay: relay})
+			_, err = tryClaim(ctx, db, s, omnibox.ClaimParams{Lease: time.Hour, Limit: 10, Nonce: "n2", Owner: relay + "/2", Relay: relay})
+			require.ErrorIs(t, err, omnibox.ErrRelayIDInUse)
+			require.ErrorContains(t, err, `"`+relay+`"`)
+		}
+
+		// And back down.
+		for _, stmt := range splitStatements(s.Migrations()[2].Down) {
+			_, err := db.ExecContext(ctx, stmt)
+			require.NoError(t, err, stmt)
+		}
+		var n int
+		require.NoError(t, db.QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.COLUMNS"+
+			" WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'omnibox_outbox_relays' AND COLUMN_NAME = 'nonce'").Scan(&n))
+		require.Zero(t, n)
 	})
 
 	t.Run("RefusesATableOfAnotherEngine", func(t *testing.T) {
@@ -1423,8 +1470,8 @@ func TestClaimReadsAboutLimitRows(t *testing.T) {
 		require.NoError(t, err)
 
 		for _, blockOnDead := range []bool{false, true} {
-			heads := fmt.Sprintf(s.headsPrefix, s.claimable(blockOnDead))
-			requireIndexScans(t, explain(t, db, "EXPLAIN FORMAT=JSON "+heads, "x"))
+			heads := fmt.Sprintf(s.headsPrefix, s.claimable(blockOnDead)) + s.headsSuffix
+			requireIndexScans(t, explain(t, db, "EXPLAIN FORMAT=JSON "+heads, "x", "x"))
 			scan := s.scanPrefix + "3 AND o.pending = 1 AND " + s.claimable(blockOnDead) + " ORDER BY o.seq LIMIT 2) UNION ALL " +
 				s.scanPrefix + "4 AND o.pending = 1 AND " + s.claimable(blockOnDead) + " ORDER BY o.seq LIMIT 2)"
 			requireIndexScans(t, explain(t, db, "EXPLAIN FORMAT=JSON "+scan))
@@ -1690,4 +1737,64 @@ func distinctParts(events []omnibox.Event) map[int]bool {
 		parts[omnibox.PartitionOf(&events[i])] = true
 	}
 	return parts
+}
+
+// TestGuards checks the session variables that Claim, Complete and Purge
+// set from their context's deadline, and that they set none without one.
+func TestGuards(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	var version string
+	require.NoError(t, b.db.QueryRowContext(ctx, "SELECT VERSION()").Scan(&version))
+	show := "SELECT @@innodb_lock_wait_timeout, @@max_execution_time, @@wait_timeout"
+	if strings.Contains(strings.ToLower(version), "mariadb") {
+		show = "SELECT @@innodb_lock_wait_timeout, @@max_statement_time, @@idle_transaction_timeout"
+	}
+	conn, err := b.db.Conn(ctx)
+	require.NoError(t, err)
+	defer func() { _ = conn.Close() }()
+	read := func(t *testing.T) [3]float64 {
+		t.Helper()
+		var v [3]float64
+		require.NoError(t, conn.QueryRowContext(ctx, show).Scan(&v[0], &v[1], &v[2]))
+		return v
+	}
+	before := read(t)
+	run := func(t *testing.T, ctx context.Context, call func(ctx context.Context, tx *sql.Tx)) {
+		t.Helper()
+		tx, err := conn.BeginTx(t.Context(), b.store.RelayTxOptions())
+		require.NoError(t, err)
+		call(ctx, tx)
+		require.NoError(t, tx.Commit())
+	}
+	claimCall := func(ctx context.Context, tx *sql.Tx) {
+		_, err := b.store.Claim(ctx, tx, omnibox.ClaimParams{Lease: time.Minute, Limit: 1, Owner: "guard/1"})
+		require.NoError(t, err)
+	}
+	run(t, ctx, claimCall)
+	require.Equal(t, before, read(t), "a claim without a deadline set a guard")
+
+	deadline, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for name, call := range map[string]func(ctx context.Context, tx *sql.Tx){
+		"Claim": claimCall,
+		"Complete": func(ctx context.Context, tx *sql.Tx) {
+			_, err := b.store.Complete(ctx, tx, omnibox.CompleteParams{Owner: "guard/1"})
+			require.NoError(t, err)
+		},
+	} {
+		_, err := conn.ExecContext(ctx, "SET SESSION innodb_lock_wait_timeout = DEFAULT")
+		require.NoError(t, err)
+		run(t, deadline, call)
+		got := read(t)
+		require.EqualValues(t, 5, got[0], "%s: innodb_lock_wait_timeout", name)
+		require.Greater(t, got[1], 0.0, "%s: statement time limit", name)
+		require.EqualValues(t, 5, got[2], "%s: idle timeout", name)
+	}
+
+	kept, err := New(&Config{Retention: time.Hour})
+	require.NoError(t, err)
+	_, err = kept.Purge(deadline, b.db, 10)
+	require.NoError(t, err)
 }

@@ -73,26 +73,28 @@ func (c *Config) Validate() error {
 // holds no connection (every method takes the executor to run on) and is safe
 // for concurrent use. It works with the lib/pq and pgx (stdlib) drivers.
 type Store struct {
-	claimSQL      string
-	deadSQL       string
-	deliverSQL    string
-	deliverAllSQL string
-	discardSQL    string
-	freePartsSQL  string
-	insertPrefix  string
-	listDeadSQL   string
-	membersSQL    string
-	migrator      *migrator
-	notifyChannel string
-	pendingSQL    string
-	purgeSQL      string
-	releaseSQL    string
-	requeueSQL    string
-	retention     time.Duration
-	retrySQL      string
-	schema        string // quoted, empty when unqualified
-	table         string // qualified and quoted
-	tableName     string // qualified, unquoted, for messages
+	claimSQL         string
+	completeGuardSQL string
+	deadSQL          string
+	deliverSQL       string
+	deliverAllSQL    string
+	discardSQL       string
+	freePartsSQL     string
+	guardSQL         string
+	insertPrefix     string
+	listDeadSQL      string
+	membersSQL       string
+	migrator         *migrator
+	notifyChannel    string
+	pendingSQL       string
+	purgeSQL         string
+	releaseSQL       string
+	requeueSQL       string
+	retention        time.Duration
+	retrySQL         string
+	schema           string // quoted, empty when unqualified
+	table            string // qualified and quoted
+	tableName        string // qualified, unquoted, for messages
 }
 
 var (
@@ -148,23 +150,34 @@ func New(config *Config) (*Store, error) {
 
 	t, parts := s.table, names.PartsTable
 	s.insertPrefix = "INSERT INTO " + t + " (event_id, topic, event_key, payload, metadata, created_at, part) VALUES "
-	// Before the claim statement, in one round trip: record the relay as
-	// live, drop relays gone for longer than their lease (skipping rows
-	// another transaction holds, so that claims never wait on each other
-	// here), count the other live relays; then, for this transaction only,
-	// JIT off and an asynchronous commit (see Claim).
-	s.membersSQL = `WITH seen AS (
-    INSERT INTO ` + names.RelaysTable + ` (relay_id, seen_until)
-    VALUES ($1, statement_timestamp() + $2::bigint * interval '1 microsecond')
-    ON CONFLICT (relay_id) DO UPDATE SET seen_until = EXCLUDED.seen_until
+	// Before the claim statement, in one round trip: for this transaction
+	// only, JIT off, an asynchronous commit (see Claim) and the guards of
+	// the call's deadline ($5, see guardSQL), set first (the INSERT reads
+	// its row from guard), so that the lock_timeout covers the INSERT's wait
+	// for the relay's row too; record the relay as live with its nonce,
+	// unless another live process recorded the relay ID with another nonce
+	// ($4: check; the recheck of the locked row in ON CONFLICT ... WHERE
+	// makes twins racing one another see each other); drop relays gone for
+	// longer than their lease (skipping rows another transaction holds, so
+	// that claims never wait on each other here), unless the relay was not
+	// recorded; count the other live relays.
+	s.membersSQL = `WITH guard AS MATERIALIZED (
+    SELECT set_config('jit', 'off', true) AS jit, set_config('synchronous_commit', 'off', true) AS sync, ` + guardSQL("$5") + `
+), seen AS (
+    INSERT INTO ` + names.RelaysTable + ` AS r (relay_id, seen_until, nonce)
+    SELECT $1::text, statement_timestamp() + $2::bigint * interval '1 microsecond', $3::text FROM guard
+    ON CONFLICT (relay_id) DO UPDATE SET seen_until = EXCLUDED.seen_until, nonce = EXCLUDED.nonce
+    WHERE NOT ($4::boolean AND r.seen_until >= statement_timestamp() AND r.nonce <> '' AND r.nonce <> EXCLUDED.nonce)
+    RETURNING 1
 ), gone AS (
     DELETE FROM ` + names.RelaysTable + ` WHERE relay_id IN (
         SELECT relay_id FROM ` + names.RelaysTable + `
-        WHERE seen_until < statement_timestamp() AND relay_id <> $1
+        WHERE seen_until < statement_timestamp() AND relay_id <> $1::text
         FOR UPDATE SKIP LOCKED)
+      AND EXISTS (SELECT FROM seen)
 )
-SELECT (SELECT count(*) FROM ` + names.RelaysTable + ` WHERE seen_until >= statement_timestamp() AND relay_id <> $1),
-    set_config('jit', 'off', true), set_config('synchronous_commit', 'off', true)`
+SELECT (SELECT count(*) FROM seen),
+    (SELECT count(*) FROM ` + names.RelaysTable + ` WHERE seen_until >= statement_timestamp() AND relay_id <> $1::text)`
 	s.claimSQL = claimSQL(t, parts)
 	// Complete touches only the events its claim took ($1 ∩ the seqs the
 	// claim recorded in the partitions still leased to it, $2): once another
@@ -180,11 +193,16 @@ SELECT (SELECT count(*) FROM ` + names.RelaysTable + ` WHERE seen_until >= state
 		deliver = "DELETE FROM " + t + owned + " RETURNING 1"
 	}
 	// The common outcome, every event delivered, is one statement: the
-	// events, the partitions freed (the CTEs all see the partitions as the
-	// statement began), and the asynchronous commit (decision 18).
-	s.deliverAllSQL = "WITH delivered AS (" + deliver + "), freed AS (UPDATE " + parts +
+	// asynchronous commit (decision 18) and the guards of the call's
+	// deadline ($3), set first (the first column reads guard), then the
+	// events, then the partitions freed (the CTEs all see the partitions as
+	// the statement began).
+	s.deliverAllSQL = "WITH guard AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS sync, " + guardSQL("$3") +
+		"), delivered AS (" + deliver + "), freed AS (UPDATE " + parts +
 		" SET claimed_by = NULL, claimed_until = NULL, claimed_seqs = NULL WHERE claimed_by = $2)" +
-		" SELECT (SELECT count(*) FROM delivered), set_config('synchronous_commit', 'off', true)"
+		" SELECT (SELECT count(*) FROM guard), (SELECT count(*) FROM delivered)"
+	s.completeGuardSQL = "SELECT set_config('synchronous_commit', 'off', true), " + guardSQL("$1")
+	s.guardSQL = "SELECT " + guardSQL("$1")
 	s.deliverSQL = "WITH delivered AS (" + deliver + ") SELECT count(*) FROM delivered"
 	s.retrySQL = "UPDATE " + t + " SET state = 1, attempts = attempts + 1, last_error = NULLIF($3, '')," +
 		" next_attempt_at = statement_timestamp() + $4::bigint * interval '1 microsecond'" + owned
@@ -208,6 +226,47 @@ SELECT (SELECT count(*) FROM ` + names.RelaysTable + ` WHERE seen_until >= state
 // holds no quote, so wrapping it is enough. Quoting keeps reserved words
 // ("user", "order") usable as names.
 func quote(ident string) string { return `"` + ident + `"` }
+
+// guardSQL returns the select-list items that set, for the rest of the
+// transaction (set_config with is_local), the server-side guards of a
+// call's deadline: statement_timeout, lock_timeout and
+// idle_in_transaction_session_timeout, all to param, the milliseconds the
+// deadline leaves (see [guardMillis]). A statement running longer, a lock
+// wait longer, or the session sitting idle inside the transaction longer
+// (the relay cut off between two statements, or before COMMIT) makes the
+// server cancel the statement or end the session, so that a relay whose
+// link stopped answering does not keep its locks. param 0 (no deadline)
+// leaves the session's settings alone.
+func guardSQL(param string) string {
+	ms := param + "::bigint"
+	set := func(name string) string {
+		return "CASE WHEN " + ms + " > 0 THEN set_config('" + name + "', " + ms + "::text, true) END AS " + name
+	}
+	return set("statement_timeout") + ", " + set("lock_timeout") + ", " + set("idle_in_transaction_session_timeout")
+}
+
+// guardMillis returns the milliseconds that ctx's deadline leaves, rounded
+// up and at least 1, or 0 when ctx has no deadline.
+func guardMillis(ctx context.Context) int64 {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return 0
+	}
+	return max(time.Until(deadline).Milliseconds()+1, 1)
+}
+
+// guard sets the guards of ctx's deadline for the rest of tx's transaction,
+// in a statement of its own; it does nothing when ctx has no deadline.
+func (s *Store) guard(ctx context.Context, tx omnibox.DBTX) error {
+	ms := guardMillis(ctx)
+	if ms == 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, s.guardSQL, ms); err != nil {
+		return fmt.Errorf("setting the statement, lock and idle timeouts: %w", err)
+	}
+	return nil
+}
 
 // lockKey derives an advisory lock key from s (FNV-1a, 64 bits).
 func lockKey(s string) int64 {
@@ -388,6 +447,15 @@ ORDER BY e.seq`
 // events of a key that wait behind a failed event of it, which it reads and
 // steps over. The claimed events themselves are only read: the partitions'
 // rows record the seqs. Sub-second leases are kept to the microsecond.
+//
+// The first statement records params.Relay with params.Nonce; when the relay
+// ID is recorded as live with another non-empty nonce (and params.Restart is
+// not set) it records nothing, Claim claims nothing and returns an error
+// wrapping [omnibox.ErrRelayIDInUse] that names the relay ID. When ctx has a
+// deadline, the same statement sets statement_timeout, lock_timeout and
+// idle_in_transaction_session_timeout for the rest of the transaction to
+// the time it leaves, so that the server ends a transaction whose relay
+// stopped answering (docs/postgres.md).
 func (s *Store) Claim(ctx context.Context, tx omnibox.DBTX, params omnibox.ClaimParams) (*omnibox.ClaimResult, error) {
 	switch {
 	case params.Limit <= 0:
@@ -404,12 +472,15 @@ func (s *Store) Claim(ctx context.Context, tx omnibox.DBTX, params omnibox.Claim
 	// locks, held until commit, are not held through a WAL flush. A claim
 	// lost in a database crash only lets its events be claimed again:
 	// duplicates, never a loss (docs/design.md, decision 18).
-	var (
-		others  int64
-		ignored any
-	)
-	if err := tx.QueryRowContext(ctx, s.membersSQL, cmp.Or(params.Relay, params.Owner), params.Lease.Microseconds()).Scan(&others, &ignored, &ignored); err != nil {
+	relay := cmp.Or(params.Relay, params.Owner)
+	check := params.Nonce != "" && !params.Restart
+	var recorded, others int64
+	if err := tx.QueryRowContext(ctx, s.membersSQL, relay, params.Lease.Microseconds(), params.Nonce, check, guardMillis(ctx)).Scan(&recorded, &others); err != nil {
 		return nil, fmt.Errorf("postgres: claim: recording the relay in %s_relays: %w", s.tableName, err)
+	}
+	if recorded == 0 {
+		return nil, fmt.Errorf("postgres: claim from %s: relay ID %q is recorded as live by another process (another nonce): %w",
+			s.tableName, relay, omnibox.ErrRelayIDInUse)
 	}
 	maxParts := (omnibox.Partitions + others) / (others + 1) // ceil(Partitions / live relays)
 	for attempt := 1; ; attempt++ {
@@ -494,22 +565,24 @@ func (s *Store) RelayTxOptions() *sql.TxOptions {
 // their delay, dead ones are kept as dead, released ones are claimable at
 // once. Events and partitions no longer leased to params.Owner are left
 // alone. tx should be a transaction, so that the outcome is recorded whole.
+// When ctx has a deadline, its first statement sets the guards that Claim
+// sets, for the rest of the transaction.
 func (s *Store) Complete(ctx context.Context, tx omnibox.DBTX, params omnibox.CompleteParams) (*omnibox.CompleteResult, error) {
 	if params.Owner == "" {
 		return nil, errors.New("postgres: complete: Owner is empty")
 	}
 	if len(params.Retry) == 0 && len(params.Dead) == 0 && (len(params.Released) == 0 || params.ReleaseError == "") {
 		// The common outcome: one statement.
-		var n int64
-		var ignored string
-		if err := tx.QueryRowContext(ctx, s.deliverAllSQL, int64Array(params.Delivered), params.Owner).Scan(&n, &ignored); err != nil {
+		var n, ignored int64
+		if err := tx.QueryRowContext(ctx, s.deliverAllSQL, int64Array(params.Delivered), params.Owner, guardMillis(ctx)).Scan(&ignored, &n); err != nil {
 			return nil, fmt.Errorf("postgres: marking %d event(s) delivered in %s: %w", len(params.Delivered), s.tableName, err)
 		}
 		return &omnibox.CompleteResult{Delivered: int(n)}, nil
 	}
-	// An asynchronous commit for this transaction: an outcome lost in a
-	// database crash only gets its events published again (decision 18).
-	if _, err := tx.ExecContext(ctx, "SELECT set_config('synchronous_commit', 'off', true)"); err != nil {
+	// An asynchronous commit for this transaction (an outcome lost in a
+	// database crash only gets its events published again, decision 18),
+	// and the guards of ctx's deadline.
+	if _, err := tx.ExecContext(ctx, s.completeGuardSQL, guardMillis(ctx)); err != nil {
 		return nil, fmt.Errorf("postgres: complete in %s: %w", s.tableName, err)
 	}
 	res := &omnibox.CompleteResult{}
@@ -592,7 +665,10 @@ func (s *Store) Discard(ctx context.Context, db omnibox.DBTX, seqs []int64) (int
 
 // Purge deletes up to limit delivered events older than [Config.Retention],
 // oldest first, and reports how many it deleted. Without a retention period
-// delivered events are never kept, and Purge deletes nothing.
+// delivered events are never kept, and Purge deletes nothing. When ctx has a
+// deadline Purge sets the guards that Claim sets first: given a *sql.DB, in
+// a transaction of its own; given a *sql.Tx (or *sql.Conn), in a statement
+// of its own, for the rest of the transaction.
 func (s *Store) Purge(ctx context.Context, db omnibox.DBTX, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, fmt.Errorf("postgres: purge: limit must be positive, got %d", limit)
@@ -600,7 +676,34 @@ func (s *Store) Purge(ctx context.Context, db omnibox.DBTX, limit int) (int, err
 	if s.retention <= 0 {
 		return 0, nil
 	}
-	return s.execCount(ctx, db, s.purgeSQL, "purging delivered events", s.retention.Microseconds(), limit)
+	if guardMillis(ctx) == 0 {
+		return s.execCount(ctx, db, s.purgeSQL, "purging delivered events", s.retention.Microseconds(), limit)
+	}
+	pool, ok := db.(*sql.DB)
+	if !ok {
+		if err := s.guard(ctx, db); err != nil {
+			return 0, fmt.Errorf("postgres: purging delivered events in %s: %w", s.tableName, err)
+		}
+		return s.execCount(ctx, db, s.purgeSQL, "purging delivered events", s.retention.Microseconds(), limit)
+	}
+	// The guards hold for a transaction: on a pool, Purge runs in one of
+	// its own.
+	tx, err := pool.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: purging delivered events in %s: begin: %w", s.tableName, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if err := s.guard(ctx, tx); err != nil {
+		return 0, fmt.Errorf("postgres: purging delivered events in %s: %w", s.tableName, err)
+	}
+	n, err := s.execCount(ctx, tx, s.purgeSQL, "purging delivered events", s.retention.Microseconds(), limit)
+	if err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("postgres: purging delivered events in %s: commit: %w", s.tableName, err)
+	}
+	return n, nil
 }
 
 func (s *Store) execCount(ctx context.Context, db omnibox.DBTX, query, what string, args ...any) (int, error) {

@@ -149,7 +149,7 @@ func TestMigrations(t *testing.T) {
 		s, err := New(&Config{Schema: "app", Table: "events"})
 		require.NoError(t, err)
 		migrations := s.Migrations()
-		require.Len(t, migrations, 3)
+		require.Len(t, migrations, 4)
 		m := migrations[0]
 		require.Equal(t, 1, m.Version)
 		require.Equal(t, "create_outbox", m.Name)
@@ -192,6 +192,7 @@ func TestMigrations(t *testing.T) {
 			"0001_create_outbox.down.sql", "0001_create_outbox.up.sql",
 			"0002_partitions_retries.down.sql", "0002_partitions_retries.up.sql",
 			"0003_claim_in_parts.down.sql", "0003_claim_in_parts.up.sql",
+			"0004_relay_nonce.down.sql", "0004_relay_nonce.up.sql",
 		}, names)
 		for _, m := range s.Migrations() {
 			base := fmt.Sprintf("%04d_%s", m.Version, m.Name)
@@ -233,9 +234,9 @@ func TestMigrations(t *testing.T) {
 		)
 		require.NoError(t, db.QueryRowContext(t.Context(),
 			`SELECT max(version), max(name), count(*) FROM "`+sub+`"."outbox_migrations"`).Scan(&version, &name, &count))
-		require.Equal(t, 3, version)
-		require.Equal(t, "partitions_retries", name) // max(name)
-		require.Equal(t, 3, count)
+		require.Equal(t, 4, version)
+		require.Equal(t, "relay_nonce", name) // max(name)
+		require.Equal(t, 4, count)
 	})
 
 	t.Run("TheDownMigrationsDropTheTables", func(t *testing.T) {
@@ -264,7 +265,7 @@ func TestMigrations(t *testing.T) {
 		ctx := t.Context()
 		s, err := New(&Config{Schema: schema})
 		require.NoError(t, err)
-		v1, v2, v3 := s.Migrations()[0], s.Migrations()[1], s.Migrations()[2]
+		v1, v2, v3, v4 := s.Migrations()[0], s.Migrations()[1], s.Migrations()[2], s.Migrations()[3]
 		_, err = db.ExecContext(ctx, v1.Up)
 		require.NoError(t, err)
 
@@ -279,7 +280,7 @@ func TestMigrations(t *testing.T) {
 				VALUES ($1, $2, $3, $4, $5, 1, 'old/1', now() + interval '1 hour')`, ev.ID, ev.Topic, ev.Key, ev.Payload, ev.CreatedAt)
 			require.NoError(t, err)
 		}
-		_, err = db.ExecContext(ctx, v2.Up+v3.Up)
+		_, err = db.ExecContext(ctx, v2.Up+v3.Up+v4.Up)
 		require.NoError(t, err)
 
 		rows, err := db.QueryContext(ctx, "SELECT event_id, event_key, part, state, attempts FROM "+s.table+" ORDER BY seq")
@@ -309,15 +310,52 @@ func TestMigrations(t *testing.T) {
 		require.Equal(t, []string{old[0].ID, old[1].ID, old[2].ID, old[3].ID, old[4].ID, old[5].ID, newA.ID}, claimedIDs(got))
 
 		// Down to version 1 and up again.
-		_, err = db.ExecContext(ctx, v3.Down+v2.Down)
+		_, err = db.ExecContext(ctx, v4.Down+v3.Down+v2.Down)
 		require.NoError(t, err)
 		_, err = db.ExecContext(ctx, "UPDATE "+s.table+" SET claimed_until = now(), claimed_by = 'old/2'")
 		require.NoError(t, err, "version 1 has claimed_until and claimed_by")
-		_, err = db.ExecContext(ctx, v2.Up+v3.Up)
+		_, err = db.ExecContext(ctx, v2.Up+v3.Up+v4.Up)
 		require.NoError(t, err)
 		n64, err := s.Pending(ctx, db)
 		require.NoError(t, err)
 		require.EqualValues(t, len(old)+1, n64)
+	})
+
+	// A schema of the previous release (version 3) upgrades to the relay
+	// nonce: relays recorded before it, or by relays of the previous
+	// release still running, have none and conflict with nothing.
+	t.Run("UpgradeFromVersion3", func(t *testing.T) {
+		t.Parallel()
+		db, schema := dbtest.Postgres(t, "pgx")
+		ctx := t.Context()
+		s, err := New(&Config{Schema: schema})
+		require.NoError(t, err)
+		_, err = db.ExecContext(ctx, s.migrator.tracking.Create)
+		require.NoError(t, err)
+		for _, m := range s.Migrations()[:3] {
+			_, err := db.ExecContext(ctx, m.Up)
+			require.NoError(t, err)
+			_, err = db.ExecContext(ctx, s.migrator.tracking.Insert, m.Version, m.Name)
+			require.NoError(t, err)
+		}
+		relays := `"` + schema + `"."omnibox_outbox_relays"`
+		_, err = db.ExecContext(ctx, "INSERT INTO "+relays+" (relay_id, seen_until) VALUES ('old', now() + interval '1 hour')")
+		require.NoError(t, err)
+
+		require.NoError(t, s.Migrate(ctx, db))
+		// The previous release's statement still records a relay.
+		_, err = db.ExecContext(ctx, "INSERT INTO "+relays+" (relay_id, seen_until) VALUES ('older', now() + interval '1 hour')"+
+			" ON CONFLICT (relay_id) DO UPDATE SET seen_until = EXCLUDED.seen_until")
+		require.NoError(t, err)
+		for _, relay := range []string{"old", "older"} {
+			claim(t, db, s, omnibox.ClaimParams{Lease: time.Hour, Limit: 10, Nonce: "n1", Owner: relay + "/1", Relay: relay})
+			tx, err := db.BeginTx(ctx, nil)
+			require.NoError(t, err)
+			_, err = s.Claim(ctx, tx, omnibox.ClaimParams{Lease: time.Hour, Limit: 10, Nonce: "n2", Owner: relay + "/2", Relay: relay})
+			require.ErrorIs(t, err, omnibox.ErrRelayIDInUse)
+			require.ErrorContains(t, err, `"`+relay+`"`)
+			require.NoError(t, tx.Rollback())
+		}
 	})
 
 	t.Run("UnqualifiedNamesFollowSearchPath", func(t *testing.T) {
@@ -709,4 +747,80 @@ func TestConcurrentClaimsNeverTakeAnEventTwice(t *testing.T) {
 	wg.Wait()
 	require.Empty(t, twice[:min(len(twice), 10)], "%d events claimed twice (the first 10 shown)", len(twice))
 	require.Len(t, claimed, total)
+}
+
+// TestGuards checks the server-side guards that Claim, Complete and Purge
+// set from their context's deadline: for the rest of the transaction only,
+// and not at all without a deadline.
+func TestGuards(t *testing.T) {
+	t.Parallel()
+	const show = "SELECT current_setting('statement_timeout'), current_setting('lock_timeout'), current_setting('idle_in_transaction_session_timeout')"
+	type settings struct{ statement, lock, idle string }
+	read := func(t *testing.T, db omnibox.DBTX) settings {
+		t.Helper()
+		var got settings
+		require.NoError(t, db.QueryRowContext(t.Context(), show).Scan(&got.statement, &got.lock, &got.idle))
+		return got
+	}
+	// seconds reports whether a setting is between 1 and 5 seconds, as
+	// PostgreSQL shows it ("4999ms", "5s").
+	inBudget := func(setting string) bool {
+		d, err := time.ParseDuration(setting)
+		return err == nil && d > time.Second && d <= 5*time.Second
+	}
+
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, driver)
+			conn, err := b.db.Conn(t.Context())
+			require.NoError(t, err)
+			defer func() { _ = conn.Close() }()
+			before := read(t, conn)
+
+			run := func(t *testing.T, ctx context.Context, call func(ctx context.Context, tx *sql.Tx)) settings {
+				t.Helper()
+				tx, err := conn.BeginTx(t.Context(), nil)
+				require.NoError(t, err)
+				call(ctx, tx)
+				inside := read(t, tx)
+				require.NoError(t, tx.Commit())
+				require.Equal(t, before, read(t, conn), "a guard outlived its transaction")
+				return inside
+			}
+			deadline, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			for name, call := range map[string]func(ctx context.Context, tx *sql.Tx){
+				"Claim": func(ctx context.Context, tx *sql.Tx) {
+					_, err := b.store.Claim(ctx, tx, omnibox.ClaimParams{Lease: time.Minute, Limit: 1, Owner: "guard/1"})
+					require.NoError(t, err)
+				},
+				"CompleteDelivered": func(ctx context.Context, tx *sql.Tx) {
+					_, err := b.store.Complete(ctx, tx, omnibox.CompleteParams{Owner: "guard/1"})
+					require.NoError(t, err)
+				},
+				"CompleteFailed": func(ctx context.Context, tx *sql.Tx) {
+					_, err := b.store.Complete(ctx, tx, omnibox.CompleteParams{Owner: "guard/1", Retry: []omnibox.FailedEvent{{Seq: 1}}})
+					require.NoError(t, err)
+				},
+			} {
+				inside := run(t, deadline, call)
+				require.True(t, inBudget(inside.statement) && inBudget(inside.lock) && inBudget(inside.idle),
+					"%s with a 5s deadline set %+v", name, inside)
+				require.Equal(t, before, run(t, t.Context(), call), "%s without a deadline changed the settings", name)
+			}
+
+			// Purge on a pool runs in a transaction of its own; on a
+			// transaction it sets the guards for the rest of it.
+			kept, err := New(&Config{Retention: time.Hour, Schema: b.schema})
+			require.NoError(t, err)
+			_, err = kept.Purge(deadline, b.db, 10)
+			require.NoError(t, err)
+			inside := run(t, deadline, func(ctx context.Context, tx *sql.Tx) {
+				_, err := kept.Purge(ctx, tx, 10)
+				require.NoError(t, err)
+			})
+			require.True(t, inBudget(inside.statement) && inBudget(inside.lock) && inBudget(inside.idle), "Purge set %+v", inside)
+		})
+	}
 }

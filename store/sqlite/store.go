@@ -131,8 +131,11 @@ func New(config *Config) (*Store, error) {
 
 	t, parts, relays := s.table, names.PartsTable, names.RelaysTable
 	s.insertPrefix = "INSERT INTO " + t + " (event_id, topic, event_key, payload, metadata, created_at, part) VALUES "
-	s.seenSQL = "INSERT INTO " + relays + " (relay_id, seen_until) VALUES (?1, " + nowMicros + " + ?2)" +
-		" ON CONFLICT (relay_id) DO UPDATE SET seen_until = excluded.seen_until"
+	// The relay is recorded with its nonce, unless its row holds another
+	// live process's nonce and the claim checks (?4): no row changes then.
+	s.seenSQL = "INSERT INTO " + relays + " AS r (relay_id, seen_until, nonce) VALUES (?1, " + nowMicros + " + ?2, ?3)" +
+		" ON CONFLICT (relay_id) DO UPDATE SET seen_until = excluded.seen_until, nonce = excluded.nonce" +
+		" WHERE NOT (?4 AND r.seen_until >= " + nowMicros + " AND r.nonce <> '' AND r.nonce <> excluded.nonce)"
 	s.expireSQL = "DELETE FROM " + relays + " WHERE seen_until < " + nowMicros + " AND relay_id <> ?1"
 	s.countSQL = "SELECT count(*) FROM " + relays + " WHERE seen_until >= " + nowMicros + " AND relay_id <> ?1"
 	s.claimSQL = claimSQL(t, parts)
@@ -370,6 +373,13 @@ RETURNING seq, part, event_id, topic, event_key, payload, metadata, created_at, 
 // rows of the pending index however large the backlog (plus one probe per
 // free partition). Leases are kept to the microsecond and measured on the
 // database's clock, which SQLite reads to the millisecond.
+//
+// The first statement records params.Relay with params.Nonce; when the relay
+// ID is recorded as live with another non-empty nonce (and params.Restart is
+// not set) it changes nothing, and Claim claims nothing and returns an error
+// wrapping [omnibox.ErrRelayIDInUse] that names the relay ID. There is no
+// server-side guard to set: a wait for the write lock ends when ctx does
+// (modernc.org/sqlite's busy handler watches the call's context).
 func (s *Store) Claim(ctx context.Context, tx omnibox.DBTX, params omnibox.ClaimParams) (*omnibox.ClaimResult, error) {
 	switch {
 	case params.Limit <= 0:
@@ -402,8 +412,16 @@ func (s *Store) Claim(ctx context.Context, tx omnibox.DBTX, params omnibox.Claim
 func (s *Store) claim(ctx context.Context, tx omnibox.DBTX, params omnibox.ClaimParams) (*omnibox.ClaimResult, error) {
 	lease := params.Lease.Microseconds()
 	relay := cmp.Or(params.Relay, params.Owner)
-	if _, err := tx.ExecContext(ctx, s.seenSQL, relay, lease); err != nil {
+	check := params.Nonce != "" && !params.Restart
+	r, err := tx.ExecContext(ctx, s.seenSQL, relay, lease, params.Nonce, check)
+	if err != nil {
 		return nil, fmt.Errorf("sqlite: claim: recording the relay in %s_relays: %w%s", s.tableName, err, busyHint(err))
+	}
+	if recorded, err := r.RowsAffected(); err != nil {
+		return nil, fmt.Errorf("sqlite: claim: recording the relay in %s_relays: %w", s.tableName, err)
+	} else if recorded == 0 {
+		return nil, fmt.Errorf("sqlite: claim from %s: relay ID %q is recorded as live by another process (another nonce): %w",
+			s.tableName, relay, omnibox.ErrRelayIDInUse)
 	}
 	if _, err := tx.ExecContext(ctx, s.expireSQL, relay); err != nil {
 		return nil, fmt.Errorf("sqlite: claim: deleting expired relays from %s_relays: %w%s", s.tableName, err, busyHint(err))

@@ -51,6 +51,15 @@
 //     dead events; Purge deletes only those past the retention period,
 //     oldest first, at most its limit at a time, and nothing without a
 //     retention period.
+//   - One process per relay ID: a claim whose relay ID is recorded as live
+//     with another nonce fails with [omnibox.ErrRelayIDInUse], naming the
+//     ID, and claims and records nothing; Restart replaces the record (the
+//     twin then fails); an expired record or an empty nonce is no conflict.
+//   - Deadlines: a claim with a deadline returns by then while another
+//     claim's transaction is open; a claim transaction left open past its
+//     deadline (a relay that stopped answering) is ended by the server,
+//     and another relay gets its partitions (not on SQLite, see
+//     [Features.NoServerSideGuards]).
 //   - Concurrency: eight relays claiming and completing at once (some
 //     events failing once) never hold one event together, and deliver each
 //     key's events in insert order.

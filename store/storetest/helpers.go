@@ -138,6 +138,48 @@ func tryClaim(ctx context.Context, db *sql.DB, store omnibox.RelayStore, p omnib
 	return res.Events, nil
 }
 
+// nonceParams is params with a nonce: the claim of a relay process.
+func nonceParams(owner, nonce string) omnibox.ClaimParams {
+	p := params(owner, 10)
+	p.Nonce = nonce
+	return p
+}
+
+// claimCommitted runs one claim in its own transaction and commits it even
+// when Claim fails, so that the test sees what a failed claim left behind.
+func claimCommitted(t *testing.T, db *sql.DB, store omnibox.RelayStore, p omnibox.ClaimParams) (*omnibox.ClaimResult, error) {
+	t.Helper()
+	tx, err := db.BeginTx(t.Context(), relayTxOptions(store))
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback() }()
+	res, claimErr := store.Claim(t.Context(), tx, p)
+	require.NoError(t, tx.Commit())
+	return res, claimErr
+}
+
+// deadlineSlack is how long after its deadline a call may return.
+const deadlineSlack = time.Second
+
+// frozenTimeout bounds the wait for the server to end the session of a
+// claim transaction left open past its deadline.
+const frozenTimeout = 15 * time.Second
+
+// beginHeld begins a claim transaction (without a deadline, so that
+// database/sql does not roll it back when ctx ends: a relay cut off from
+// the database could not either), claims with ctx and returns the events
+// and the transaction, left open: a relay that froze before COMMIT. A
+// cleanup rolls it back.
+func beginHeld(t *testing.T, db *sql.DB, store omnibox.RelayStore, ctx context.Context, p omnibox.ClaimParams) ([]omnibox.ClaimedEvent, *sql.Tx) {
+	t.Helper()
+	tx, err := db.BeginTx(context.WithoutCancel(ctx), relayTxOptions(store))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback() })
+	res, err := store.Claim(ctx, tx, p)
+	require.NoError(t, err)
+	require.NotNil(t, res)
+	return res.Events, tx
+}
+
 // complete runs one Complete in its own transaction, committed.
 func complete(t *testing.T, db *sql.DB, store omnibox.RelayStore, p omnibox.CompleteParams) *omnibox.CompleteResult {
 	t.Helper()

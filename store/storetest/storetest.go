@@ -86,6 +86,13 @@ type Features struct {
 	// transactions (SQLite: one writer at a time). Claims must still be
 	// correct one after another, which the other cases check.
 	NoConcurrentClaims bool
+	// NoServerSideGuards skips the case in which a relay stops answering in
+	// the middle of its claim transaction, for a database without a server
+	// that could end the transaction (SQLite, in the relay's own process:
+	// a relay that stops answering has stopped its transaction too). A
+	// claim waiting for another transaction must still give up by its
+	// deadline, which another case checks.
+	NoServerSideGuards bool
 }
 
 // Run runs the conformance suite as parallel subtests of t. See the package
@@ -406,6 +413,143 @@ func Run(t *testing.T, h Harness, f Features) {
 			require.True(t, time.Now().Before(deadline), "relay-b, live for 50ms, still counted after %s", pollTimeout)
 			time.Sleep(20 * time.Millisecond)
 		}
+	})
+
+	// One live process per relay ID.
+
+	t.Run("RelayIDInUseByAnotherProcess", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+
+		require.Empty(t, claim(t, b.db, b.store, nonceParams("twin-relay/1", "nonce-1")))
+		events := newEvents("twin", KeyInPartition("twin", 3), 2)
+		write(t, b.db, b.outbox, events...)
+
+		// A second process with the same relay ID and another nonce, while
+		// the first is live: an error naming the relay ID. Its transaction
+		// is committed all the same, to show that it claimed and recorded
+		// nothing: the first process goes on undisturbed, and gets the
+		// events.
+		_, err := claimCommitted(t, b.db, b.store, nonceParams("twin-relay/2", "nonce-2"))
+		require.ErrorIs(t, err, omnibox.ErrRelayIDInUse)
+		require.ErrorContains(t, err, "twin-relay")
+		requireIDs(t, ids(events...), claim(t, b.db, b.store, nonceParams("twin-relay/3", "nonce-1")))
+	})
+
+	t.Run("RelayIDRestartReplacesTheRecord", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+
+		require.Empty(t, claim(t, b.db, b.store, nonceParams("restart/1", "nonce-1")))
+		events := newEvents("restart", KeyInPartition("restart", 4), 2)
+		write(t, b.db, b.outbox, events...)
+
+		// The first claim of a new run replaces the live record of its
+		// predecessor, and claims.
+		restart := nonceParams("restart/2", "nonce-2")
+		restart.Restart = true
+		requireIDs(t, ids(events...), claim(t, b.db, b.store, restart))
+		require.Empty(t, claim(t, b.db, b.store, nonceParams("restart/3", "nonce-2")))
+
+		// Had the predecessor been a live twin, its next claim fails.
+		_, err := tryClaim(t.Context(), b.db, b.store, nonceParams("restart/4", "nonce-1"))
+		require.ErrorIs(t, err, omnibox.ErrRelayIDInUse)
+	})
+
+	t.Run("RelayIDFreeOnceItsRecordExpired", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+
+		first := nonceParams("expiring/1", "nonce-1")
+		first.Lease = 50 * time.Millisecond
+		require.Empty(t, claim(t, b.db, b.store, first))
+
+		// Until the record expires on the database's clock the ID is in
+		// use; then another process takes it without Restart.
+		deadline := time.Now().Add(pollTimeout)
+		for i := 0; ; i++ {
+			_, err := tryClaim(t.Context(), b.db, b.store, nonceParams(fmt.Sprintf("expiring/2-%d", i), "nonce-2"))
+			if err == nil {
+				break
+			}
+			require.ErrorIs(t, err, omnibox.ErrRelayIDInUse)
+			require.True(t, time.Now().Before(deadline), "a relay ID recorded for 50ms still in use after %s", pollTimeout)
+			time.Sleep(20 * time.Millisecond)
+		}
+		_, err := tryClaim(t.Context(), b.db, b.store, nonceParams("expiring/3", "nonce-1"))
+		require.ErrorIs(t, err, omnibox.ErrRelayIDInUse, "the new process's record is live")
+	})
+
+	t.Run("RelayIDEmptyNonceSkipsTheCheck", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+
+		require.Empty(t, claim(t, b.db, b.store, nonceParams("empty/1", "nonce-1")))
+		require.Empty(t, claim(t, b.db, b.store, nonceParams("empty/2", "")), "a claim without a nonce checked it")
+		require.Empty(t, claim(t, b.db, b.store, nonceParams("empty/3", "nonce-1")), "a record without a nonce conflicted")
+	})
+
+	// Deadlines.
+
+	t.Run("ClaimGivesUpByItsDeadline", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+
+		events := newEvents("waiting", KeyInPartition("waiting", 9), 2)
+		write(t, b.db, b.outbox, events...)
+		held, _ := beginHeld(t, b.db, b.store, t.Context(), params("holder/1", 10))
+		requireIDs(t, ids(events...), held)
+
+		// While another claim's transaction is open, a claim with a
+		// deadline returns by then (empty-handed, or with an error): it does
+		// not wait for that transaction.
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		start := time.Now()
+		got, err := tryClaim(ctx, b.db, b.store, params("waiter/1", 10))
+		require.Less(t, time.Since(start), time.Second+deadlineSlack, "a claim with a 1s deadline returned after %s", time.Since(start))
+		if err == nil {
+			require.Empty(t, got, "a claim took events leased to an open claim")
+		}
+	})
+
+	t.Run("FrozenClaimEndedByTheServer", func(t *testing.T) {
+		if f.NoServerSideGuards {
+			t.Skip("the database has no server to end a transaction (Features.NoServerSideGuards)")
+		}
+		t.Parallel()
+		b := setup(t)
+
+		events := newEvents("frozen", KeyInPartition("frozen", 7), 3)
+		write(t, b.db, b.outbox, events...)
+
+		// A relay claims with a 1.5s deadline, then stops answering: its
+		// transaction is neither committed nor rolled back.
+		ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
+		defer cancel()
+		held, frozen := beginHeld(t, b.db, b.store, ctx, params("frozen-a/1", 10))
+		requireIDs(t, ids(events...), held)
+
+		// Another relay claims, each call with a 1s deadline, until it gets
+		// the events: the server ends the frozen session soon after its
+		// deadline, which undoes its lease and releases its locks. No call
+		// waits past its deadline meanwhile.
+		start := time.Now()
+		for i := 0; ; i++ {
+			ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+			callStart := time.Now()
+			got, err := tryClaim(ctx, b.db, b.store, params(fmt.Sprintf("frozen-b/%d", i), 10))
+			cancel()
+			require.Less(t, time.Since(callStart), time.Second+deadlineSlack, "claim %d, with a 1s deadline, returned after %s", i, time.Since(callStart))
+			if err == nil && len(got) > 0 {
+				requireIDs(t, ids(events...), got)
+				break
+			}
+			require.Less(t, time.Since(start), frozenTimeout,
+				"the frozen claim still holds its events %s after it was made (last claim: %d events, error %v)", time.Since(start), len(got), err)
+			time.Sleep(50 * time.Millisecond)
+		}
+		require.Error(t, frozen.Commit(), "the server did not end the frozen claim's session")
 	})
 
 	// Complete.

@@ -62,6 +62,10 @@ func (s *brokenStore) Claim(ctx context.Context, tx omnibox.DBTX, p omnibox.Clai
 		}()
 	case "dead-never-blocks":
 		p.BlockOnDead = false
+	case "ignore-nonce":
+		// Never checks whether another live process uses the relay ID.
+		p.Nonce = ""
+		p.Restart = false
 	case "one-relay":
 		// Every claim says it is the same relay: none shares partitions.
 		p.Relay = "one-relay"
@@ -189,6 +193,7 @@ func TestSuiteCatchesBrokenStore(t *testing.T) {
 		"complete-ignores-lease": {"ExpiredLeaseClaimedAgain"},
 		"dead-never-blocks":      {"DeadEventBlocksItsKeyWithBlockOnDead"},
 		"ignore-leases":          {"PartitionLeaseBlocksOtherOwners"},
+		"ignore-nonce":           {"RelayIDInUseByAnotherProcess", "RelayIDRestartReplacesTheRecord"},
 		"insert-outside-tx":      {"EventVisibleOnlyAfterCommit", "RolledBackEventNeverClaimed"},
 		"lossy-metadata":         {"RoundTripIsExact"},
 		"one-relay":              {"LiveRelaysSharePartitions"},

@@ -1,0 +1,1 @@
+ALTER TABLE {{.RelaysTable}} DROP COLUMN nonce;
