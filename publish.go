@@ -189,6 +189,16 @@ func (res *publishResult) fail(ev ClaimedEvent, err error, failedKeys map[string
 	res.failed = append(res.failed, failedPublish{ev: ev, err: err, class: class})
 }
 
+// has reports whether an event of the batch failed with the class.
+func (res *publishResult) has(class failureClass) bool {
+	for _, f := range res.failed {
+		if f.class == class {
+			return true
+		}
+	}
+	return false
+}
+
 func (res *publishResult) releaseAll(events []ClaimedEvent) {
 	for _, ev := range events {
 		res.released = append(res.released, ev.Seq)

@@ -469,14 +469,13 @@ func (r *Relay) relayBatch(ctx context.Context, l *lane) (batchOutcome, error) {
 	// breaker is open: such failures cost no attempt. Failures the broker
 	// gave for good (ErrRejected) are always charged.
 	// A failure of unknown cause on one key alone is charged, and still
-	// counts towards the breaker.
+	// counts towards the breaker. A batch with a refusal for good is not an
+	// outage: the broker (or the publisher's own checks) judged an event, and
+	// what was held back behind it says nothing of the broker.
 	nothing := len(res.delivered) == 0 && res.failedKeys > 0
 	spare := nothing && (res.unavailable || res.failedKeys > 1 || r.breakerIsOpen())
-	out.brokerDown = spare
+	out.brokerDown = nothing && !res.has(failureRejected) && (spare || res.has(failureUnknown))
 	for _, f := range res.failed {
-		if f.class == failureUnknown && nothing {
-			out.brokerDown = true
-		}
 		if spare && f.class != failureRejected {
 			params.Released = append(params.Released, f.ev.Seq)
 			continue

@@ -380,3 +380,61 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 func lockedLogger(mu *sync.Mutex, b *strings.Builder) *slog.Logger {
 	return slog.New(slog.NewTextHandler(lockedWriter{mu, b}, nil))
 }
+
+// heldBackPublisher refuses for good the message whose payload is poison and
+// holds back every later message of the call (ErrUnavailable), as
+// publisher.Kafka does with the later records of a Kafka partition after a
+// refused one; the messages before it are published.
+type heldBackPublisher struct {
+	next   message.Publisher
+	poison string
+}
+
+func (p *heldBackPublisher) Publish(topic string, msgs ...*message.Message) error {
+	errs := messageErrors{}
+	for _, m := range msgs {
+		switch {
+		case len(errs) > 0:
+			errs[m.UUID] = fmt.Errorf("not sent (%w)", omnibox.ErrUnavailable)
+		case string(m.Payload) == p.poison:
+			errs[m.UUID] = fmt.Errorf("record too large (%w)", omnibox.ErrRejected)
+		default:
+			if err := p.next.Publish(topic, m); err != nil {
+				return err
+			}
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return errs
+}
+
+func (p *heldBackPublisher) Close() error { return nil }
+
+// Events held back behind a refused one are released uncharged, and the
+// batch is no outage: the breaker stays closed (BreakerThreshold 1 would
+// open it at the first batch taken for an outage) while the poison dies and
+// the other keys flow.
+func TestRelayHeldBackEventsAreNoOutage(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupRelay(t, "t")
+	relay, err := omnibox.NewRelay(b.db, b.store, &heldBackPublisher{next: b.pubsub, poison: "p"}, &omnibox.RelayConfig{
+		MaxAttempts: 3, RetryMinDelay: time.Millisecond, RetryMaxDelay: 5 * time.Millisecond,
+		PollInterval: time.Millisecond, BreakerThreshold: 1, Lease: faultLease, OnDead: omnibox.DeadSkipsKey,
+	})
+	require.NoError(t, err)
+	b.write(t, omnibox.Event{Topic: "t", Key: "a", Payload: []byte("p")},
+		omnibox.Event{Topic: "t", Key: "b", Payload: []byte("b1")}, omnibox.Event{Topic: "t", Key: "c", Payload: []byte("c1")})
+	runRelayBounded(t, relay, 10*time.Second)
+
+	got := receive(t, b.messages, 2)
+	require.ElementsMatch(t, []string{"b1", "c1"}, []string{string(got[0].Payload), string(got[1].Payload)})
+	require.Eventually(t, func() bool {
+		dead, err := b.store.ListDead(ctx, b.db, omnibox.ListDeadParams{})
+		require.NoError(t, err)
+		return len(dead) == 1 && dead[0].Attempts == 3
+	}, 20*time.Second, 5*time.Millisecond)
+	require.Zero(t, relay.Stats().BreakerOpens)
+}
