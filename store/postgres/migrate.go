@@ -6,6 +6,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io/fs"
 
 	"github.com/omnibox-go/omnibox"
@@ -163,4 +164,11 @@ func (m *migrator) migrateTx(ctx context.Context, tx *sql.Tx) error {
 		}
 	}
 	return migration.Apply(ctx, tx, m.tracking, m.migrations, nil)
+}
+
+// lockKey derives an advisory lock key from s (FNV-1a, 64 bits).
+func lockKey(s string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(s))
+	return int64(h.Sum64())
 }
