@@ -29,17 +29,15 @@ func (r *Relay) relayBatch(ctx context.Context, l *lane) (batchOutcome, error) {
 	if res.err != nil {
 		params.ReleaseError = cleanError(res.err, 2000)
 	}
-	// A batch of which nothing was published tells of the broker, not of
-	// the events, when a failure said the broker is unavailable, or when
-	// failures of unknown cause hit two keys or more or came while the
-	// breaker is open: such failures cost no attempt. Failures the broker
-	// gave for good (ErrRejected) are always charged.
-	// A failure of unknown cause on one key alone is charged, and still
-	// counts towards the breaker. A batch with a refusal for good is not an
-	// outage: the broker (or the publisher's own checks) judged an event, and
-	// what was held back behind it says nothing of the broker.
-	nothing := len(res.delivered) == 0 && res.failedKeys > 0
-	spare := nothing && (res.unavailable || res.failedKeys > 1 || r.breakerIsOpen())
+	// Whose fault is a batch of which nothing was published? A refusal for
+	// good (ErrRejected) is the event's: always charged, and the batch is
+	// no outage, whatever was held back behind it. Failures the publisher
+	// blamed on the broker (ErrUnavailable, a deadline), or of unknown cause
+	// on two keys or more or while the breaker is open, are spared an
+	// attempt and count towards the breaker. A failure of unknown cause on
+	// one key alone is charged, and still counts towards the breaker.
+	nothing := len(res.delivered) == 0 && len(res.failedKeys) > 0
+	spare := nothing && (res.unavailable || len(res.failedKeys) > 1 || r.breakerIsOpen())
 	out.brokerDown = nothing && !res.has(failureRejected) && (spare || res.has(failureUnknown))
 	for _, f := range res.failed {
 		if spare && f.class != failureRejected {

@@ -56,21 +56,6 @@ func (r *Relay) dbRecovered(ctx context.Context, log *slog.Logger, failed *bool)
 	}
 }
 
-// sleep waits for d, ctx's end, or (when wakeable) a Notify.
-func (r *Relay) sleep(ctx context.Context, d time.Duration, wakeable bool) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	wake := r.wake
-	if !wakeable {
-		wake = nil
-	}
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	case <-wake:
-	}
-}
-
 // brokerFailed counts a batch that failed whole and returns how long to
 // pause: at once when the breaker stays closed, the cooldown when it opens.
 func (r *Relay) brokerFailed(ctx context.Context, log *slog.Logger, l lane, err error) time.Duration {

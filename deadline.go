@@ -49,8 +49,3 @@ func within[T any](r *Relay, ctx context.Context, what string, fn func(context.C
 		return zero, fmt.Errorf("omnibox: %s given up: no answer %s after its deadline (%w)", what, givenUpGrace, context.DeadlineExceeded)
 	}
 }
-
-// within is [within] for methods; Go has no generic methods.
-func (r *Relay) within(ctx context.Context, what string, fn func(context.Context) (struct{}, error)) (struct{}, error) {
-	return within(r, ctx, what, fn)
-}

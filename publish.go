@@ -47,9 +47,9 @@ type publishResult struct {
 	// failed holds the first failed event of each key that failed for a
 	// reason that may be the event's own (rejected, or unknown).
 	failed []failedPublish
-	// failedKeys counts the distinct keys (an event without a key counts
-	// alone) whose publication failed, whatever the reason.
-	failedKeys int
+	// failedKeys are the keys (an event without a key counts alone, see
+	// keyOf) whose publication failed, whatever the reason.
+	failedKeys map[string]bool
 	// released are events given back without an attempt charged: not tried,
 	// behind a failed event of their key, or failed because the broker was
 	// unavailable.
@@ -100,7 +100,7 @@ func (r *Relay) publish(ctx context.Context, claimed []ClaimedEvent, deadline ti
 		byTopic[ev.Topic] = append(byTopic[ev.Topic], ev)
 	}
 	res.delivered = make([]int64, 0, len(claimed))
-	failedKeys := make(map[string]bool)
+	res.failedKeys = make(map[string]bool)
 	for _, topic := range topics {
 		events := byTopic[topic]
 		if res.unavailable || ctx.Err() != nil {
@@ -122,21 +122,22 @@ func (r *Relay) publish(ctx context.Context, claimed []ClaimedEvent, deadline ti
 		var me MessageErrors
 		switch {
 		case errors.As(err, &me):
-			res.byMessage(events, me.MessageErrors(), err, failedKeys)
+			res.byMessage(events, me.MessageErrors(), err)
 		case classify(err) == failureUnavailable:
 			res.unavailable = true
 			res.releaseAll(events)
 			for _, ev := range events {
-				failedKeys[keyOf(ev)] = true
+				res.failedKeys[keyOf(ev)] = true
 			}
 		case len(events) == 1:
-			res.fail(events[0], err, failedKeys)
-			res.unavailable = len(res.delivered) == 0 && len(failedKeys) >= isolateProbes
+			res.fail(events[0], err)
+			if len(res.delivered) == 0 && len(res.failedKeys) >= isolateProbes {
+				res.unavailable = true
+			}
 		default:
-			r.isolate(ctx, topic, events, &res, failedKeys)
+			r.isolate(ctx, topic, events, &res)
 		}
 	}
-	res.failedKeys = len(failedKeys)
 	return res
 }
 
@@ -148,7 +149,7 @@ func (r *Relay) publishCall(ctx context.Context, topic string, events []ClaimedE
 		msgs[i] = ToMessage(ev.Event)
 		msgs[i].SetContext(ctx)
 	}
-	_, err := r.within(ctx, "publish", func(context.Context) (struct{}, error) {
+	_, err := within(r, ctx, "publish", func(context.Context) (struct{}, error) {
 		return struct{}{}, r.publisher.Publish(topic, msgs...)
 	})
 	return err
@@ -157,10 +158,9 @@ func (r *Relay) publishCall(ctx context.Context, topic string, events []ClaimedE
 // byMessage sorts the events of a call by the per-message errors the
 // publisher reported: per key, delivered up to the first failure, then
 // released.
-func (res *publishResult) byMessage(events []ClaimedEvent, errs map[string]error, callErr error, failedKeys map[string]bool) {
+func (res *publishResult) byMessage(events []ClaimedEvent, errs map[string]error, callErr error) {
 	for _, ev := range events {
-		k := keyOf(ev)
-		if failedKeys[k] {
+		if res.failedKeys[keyOf(ev)] {
 			res.released = append(res.released, ev.Seq)
 			continue
 		}
@@ -172,14 +172,14 @@ func (res *publishResult) byMessage(events []ClaimedEvent, errs map[string]error
 		if err == nil {
 			err = callErr
 		}
-		res.fail(ev, fmt.Errorf("omnibox: publishing event %q to topic %q: %w", ev.ID, ev.Topic, err), failedKeys)
+		res.fail(ev, fmt.Errorf("omnibox: publishing event %q to topic %q: %w", ev.ID, ev.Topic, err))
 	}
 }
 
 // fail records the first failure of ev's key: charged later unless the
 // broker was unavailable.
-func (res *publishResult) fail(ev ClaimedEvent, err error, failedKeys map[string]bool) {
-	failedKeys[keyOf(ev)] = true
+func (res *publishResult) fail(ev ClaimedEvent, err error) {
+	res.failedKeys[keyOf(ev)] = true
 	class := classify(err)
 	if class == failureUnavailable {
 		res.unavailable = true
@@ -207,7 +207,7 @@ func (res *publishResult) releaseAll(events []ClaimedEvent) {
 
 // isolate publishes events of a failed Publish call one at a time; see
 // publish.
-func (r *Relay) isolate(ctx context.Context, topic string, events []ClaimedEvent, res *publishResult, failedKeys map[string]bool) {
+func (r *Relay) isolate(ctx context.Context, topic string, events []ClaimedEvent, res *publishResult) {
 	var keys []string
 	byKey := make(map[string][]ClaimedEvent)
 	for _, ev := range events {
@@ -221,13 +221,15 @@ func (r *Relay) isolate(ctx context.Context, topic string, events []ClaimedEvent
 	failuresInARow := 0
 	for _, k := range keys {
 		for i, ev := range byKey[k] {
-			if res.unavailable || failedKeys[k] || ctx.Err() != nil {
-				res.unavailable = res.unavailable || ctx.Err() != nil
+			if ctx.Err() != nil {
+				res.unavailable = true // past the deadline
+			}
+			if res.unavailable || res.failedKeys[k] {
 				res.released = append(res.released, ev.Seq)
 				continue
 			}
 			if err := r.publishCall(ctx, topic, byKey[k][i:i+1]); err != nil {
-				res.fail(ev, fmt.Errorf("omnibox: publishing event %q to topic %q: %w", ev.ID, topic, err), failedKeys)
+				res.fail(ev, fmt.Errorf("omnibox: publishing event %q to topic %q: %w", ev.ID, topic, err))
 				failuresInARow++
 				if len(res.delivered) == 0 && failuresInARow >= isolateProbes {
 					res.unavailable = true

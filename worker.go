@@ -319,6 +319,21 @@ func (r *Relay) runLane(ctx context.Context, l lane, log *slog.Logger, afterFirs
 	}
 }
 
+// sleep waits for d, ctx's end, or (when wakeable) a Notify.
+func (r *Relay) sleep(ctx context.Context, d time.Duration, wakeable bool) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	wake := r.wake
+	if !wakeable {
+		wake = nil
+	}
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	case <-wake:
+	}
+}
+
 // purgeLoop deletes delivered events past the retention period every
 // PurgeInterval until ctx ends.
 func (r *Relay) purgeLoop(ctx context.Context, purger Purger, log *slog.Logger) {
