@@ -30,7 +30,8 @@ type Config struct {
 	// MaxPayloadBytes is the largest payload accepted. An event over it is
 	// rejected at write time, with nothing written, rather than becoming an
 	// event the broker will never take. Raise it together with the broker's
-	// limit (Kafka: message.max.bytes, and the producer's MaxMessageBytes).
+	// limit (Kafka: message.max.bytes, and the publisher's batch limit,
+	// kgo.ProducerBatchMaxBytes in publisher.KafkaConfig.Options).
 	// Defaults to [DefaultMaxPayloadBytes].
 	MaxPayloadBytes int
 	// MaxMetadataBytes is the most metadata accepted, counting the bytes of
