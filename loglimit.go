@@ -1,8 +1,6 @@
 package omnibox
 
 import (
-	crand "crypto/rand"
-	"encoding/hex"
 	"sync"
 	"time"
 )
@@ -47,12 +45,4 @@ func (l *logLimiter) allow() (ok bool, suppressed int) {
 	l.tokens--
 	suppressed, l.suppressed = l.suppressed, 0
 	return true, suppressed
-}
-
-// newNonce returns a random value that tells this process's relay from
-// another that uses the same ID (ClaimParams.Nonce).
-func newNonce() string {
-	var b [8]byte
-	_, _ = crand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

@@ -283,3 +283,11 @@ func defaultRelayID() string {
 	}
 	return id
 }
+
+// newNonce returns a random value that tells this process's relay from
+// another that uses the same ID (ClaimParams.Nonce).
+func newNonce() string {
+	var b [8]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
