@@ -20,6 +20,7 @@ import (
 
 	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/internal/dbtest"
+	"github.com/omnibox-go/omnibox/internal/faultnet"
 )
 
 // countingWaker counts its wake-ups.
@@ -179,83 +180,17 @@ func (r *logRecorder) count(level slog.Level, msg string) int {
 	return n
 }
 
-// blackholeProxy forwards TCP connections to target until blackhole is
-// called: from then on the connections it holds stay open but carry nothing
-// either way, like a link that stopped answering. Connections accepted after
-// heal are forwarded again.
-type blackholeProxy struct {
-	dead     atomic.Bool
-	listener net.Listener
-	mu       sync.Mutex
-	conns    []net.Conn
-	wg       sync.WaitGroup
-}
-
-func newBlackholeProxy(t *testing.T, target string) *blackholeProxy {
+// newProxy starts a faultnet proxy to target, closed by t.Cleanup: Freeze
+// turns the links it holds half-open (open, but carrying nothing either
+// way, like a link that stopped answering) and Thaw forwards the
+// connections accepted from then on.
+func newProxy(t *testing.T, target string) *faultnet.Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := faultnet.Listen("127.0.0.1:0", target)
 	require.NoError(t, err)
-	p := &blackholeProxy{listener: ln}
-	p.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.track(c)
-			if p.dead.Load() {
-				continue // held open, never answered
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			p.track(up)
-			dead := &p.dead
-			pipe := func(dst, src net.Conn) {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := src.Read(buf)
-					if err != nil {
-						_ = dst.Close()
-						return
-					}
-					if dead.Load() {
-						continue // swallowed
-					}
-					if _, err := dst.Write(buf[:n]); err != nil {
-						return
-					}
-				}
-			}
-			p.wg.Go(func() { pipe(up, c) })
-			p.wg.Go(func() { pipe(c, up) })
-		}
-	})
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			_ = c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
+	t.Cleanup(func() { _ = p.Close() })
 	return p
 }
-
-func (p *blackholeProxy) track(c net.Conn) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.conns = append(p.conns, c)
-}
-
-func (p *blackholeProxy) blackhole() { p.dead.Store(true) }
-
-// heal forwards the connections accepted from now on; those accepted before
-// stay open and dead.
-func (p *blackholeProxy) heal() { p.dead.Store(false) }
 
 // dsnVia returns the test server's URL with its host and port replaced by
 // addr.
@@ -326,10 +261,10 @@ func requireReturns(t *testing.T, done <-chan error, within time.Duration) {
 func TestListenerDeadLink(t *testing.T) {
 	t.Parallel()
 	const period = 20 * time.Millisecond
-	proxy := newBlackholeProxy(t, upstreamAddr(t))
+	proxy := newProxy(t, upstreamAddr(t))
 	w := &countingWaker{}
 	logs := &logRecorder{}
-	l, err := NewListener(dsnVia(t, proxy.listener.Addr().String()), w, &ListenerConfig{Channel: "omnibox_test_dead_link", Logger: slog.New(logs)})
+	l, err := NewListener(dsnVia(t, proxy.Addr()), w, &ListenerConfig{Channel: "omnibox_test_dead_link", Logger: slog.New(logs)})
 	require.NoError(t, err)
 	l.pingPeriod = period
 	l.callTimeout = 250 * time.Millisecond // short, yet long enough for a loaded -race run
@@ -343,7 +278,7 @@ func TestListenerDeadLink(t *testing.T) {
 	// The link stops answering: no ping, no reconnection gets through. Over
 	// twenty ping periods the listener keeps a constant number of goroutines
 	// (one pinger, not one more per period).
-	proxy.blackhole()
+	proxy.Freeze()
 	baseline := labeledGoroutines(t, t.Name())
 	most := baseline
 	for range 20 {
@@ -359,11 +294,11 @@ func TestListenerDeadLink(t *testing.T) {
 
 	// The link comes back: the listener reconnects and wakes its waker.
 	before := w.n.Load()
-	proxy.heal()
+	proxy.Thaw()
 	require.Eventually(t, func() bool { return w.n.Load() > before }, 10*time.Second, time.Millisecond)
 
 	// The link dies again; Run still returns at once when its context ends.
-	proxy.blackhole()
+	proxy.Freeze()
 	time.Sleep(3 * period)
 	cancel()
 	requireReturns(t, done, 2*time.Second)
@@ -371,9 +306,9 @@ func TestListenerDeadLink(t *testing.T) {
 
 func TestListenerRunReturnsPromptlyOnDeadLink(t *testing.T) {
 	t.Parallel()
-	proxy := newBlackholeProxy(t, upstreamAddr(t))
-	proxy.blackhole() // not even the connection's startup is answered
-	l, err := NewListener(dsnVia(t, proxy.listener.Addr().String()), &countingWaker{}, &ListenerConfig{})
+	proxy := newProxy(t, upstreamAddr(t))
+	proxy.Freeze() // not even the connection's startup is answered
+	l, err := NewListener(dsnVia(t, proxy.Addr()), &countingWaker{}, &ListenerConfig{})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := runLabeled(ctx, l, t.Name())
