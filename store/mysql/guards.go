@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/omnibox-go/omnibox"
@@ -33,7 +32,7 @@ func (s *Store) guard(ctx context.Context, db omnibox.DBTX) error {
 			return fmt.Errorf("reading the server's version: %w", err)
 		}
 		flavor = serverMySQL
-		if strings.Contains(strings.ToLower(version), "mariadb") {
+		if isMariaDB(version) {
 			flavor = serverMariaDB
 		}
 		s.flavor.Store(flavor)

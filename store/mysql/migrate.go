@@ -355,7 +355,7 @@ func checkVersion(version string) error {
 		}
 		return true
 	}
-	if strings.Contains(strings.ToLower(version), "mariadb") {
+	if isMariaDB(version) {
 		if !atLeast(10, 6) {
 			return fmt.Errorf("MariaDB %s is not supported: the outbox needs MariaDB 10.6 or later", version)
 		}
@@ -365,6 +365,12 @@ func checkVersion(version string) error {
 		return fmt.Errorf("MySQL %s is not supported: the outbox needs MySQL 8.0.16 or later (expression defaults, CHECK constraints)", version)
 	}
 	return nil
+}
+
+// isMariaDB reports whether version, as VERSION() returns it, is a MariaDB
+// server's (for example "10.11.6-MariaDB-0+deb12u1").
+func isMariaDB(version string) bool {
+	return strings.Contains(strings.ToLower(version), "mariadb")
 }
 
 // session holds the session settings the store depends on.
