@@ -235,17 +235,8 @@ type tally struct {
 // tallyRun counts got against committed (the IDs of each key in commit
 // order) and rolledBack.
 func tallyRun(got []received, committed map[string][]string, rolledBack map[string][]string) tally {
-	var out tally
-	firsts := map[string][]string{}
-	seen := map[string]bool{}
-	for _, m := range got {
-		if seen[m.UUID] {
-			out.Duplicates++
-			continue
-		}
-		seen[m.UUID] = true
-		firsts[m.Key] = append(firsts[m.Key], m.UUID)
-	}
+	firsts, seen, duplicates := firstDeliveries(got)
+	out := tally{Duplicates: duplicates}
 	for _, ids := range rolledBack {
 		for _, id := range ids {
 			if seen[id] {

@@ -170,8 +170,19 @@ func (e *env) pending(t *testing.T) int64 {
 // many deliveries were duplicates.
 func checkKeyOrder(t *testing.T, got []received, want map[string][]string) (duplicates int) {
 	t.Helper()
-	seen := map[string]bool{}
-	firsts := map[string][]string{}
+	firsts, _, duplicates := firstDeliveries(got)
+	for key, ids := range want {
+		require.Equal(t, ids, firsts[key], "events of key %q out of order or missing", key)
+	}
+	require.Len(t, firsts, len(want), "messages with unexpected keys")
+	return duplicates
+}
+
+// firstDeliveries returns, for each key, the IDs of got's messages in the
+// order of their first delivery, the set of IDs delivered, and how many
+// deliveries were duplicates.
+func firstDeliveries(got []received) (firsts map[string][]string, seen map[string]bool, duplicates int) {
+	firsts, seen = map[string][]string{}, map[string]bool{}
 	for _, m := range got {
 		if seen[m.UUID] {
 			duplicates++
@@ -180,11 +191,7 @@ func checkKeyOrder(t *testing.T, got []received, want map[string][]string) (dupl
 		seen[m.UUID] = true
 		firsts[m.Key] = append(firsts[m.Key], m.UUID)
 	}
-	for key, ids := range want {
-		require.Equal(t, ids, firsts[key], "events of key %q out of order or missing", key)
-	}
-	require.Len(t, firsts, len(want), "messages with unexpected keys")
-	return duplicates
+	return firsts, seen, duplicates
 }
 
 var _ message.Publisher = (*publisher.Kafka)(nil)
