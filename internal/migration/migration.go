@@ -118,10 +118,6 @@ type Tracking struct {
 	List string
 }
 
-// ErrSchemaTooNew is [omnibox.ErrSchemaTooNew], which the error of [Apply]
-// wraps when the database's schema is newer than this binary's migrations.
-var ErrSchemaTooNew = omnibox.ErrSchemaTooNew
-
 // Newest returns the highest version of migrations, 0 when there are none.
 func Newest(migrations []Migration) int {
 	newest := 0
@@ -134,8 +130,9 @@ func Newest(migrations []Migration) int {
 // Apply creates the tracking table when it is missing, then applies, in
 // version order, each migration that it does not record, and records it.
 // When the table records a version newer than the newest of migrations,
-// Apply changes nothing and returns an error wrapping [ErrSchemaTooNew] that
-// names both versions and the fix; the dialects prefix it with the table.
+// Apply changes nothing and returns an error wrapping
+// [omnibox.ErrSchemaTooNew] that names both versions and the fix; the
+// dialects prefix it with the table.
 // split, when not nil, splits a migration's Up into statements run one at a
 // time; otherwise Up runs as one Exec. Apply takes no lock and begins no
 // transaction: the caller does what its dialect needs around it.
@@ -170,8 +167,8 @@ func Apply(ctx context.Context, db omnibox.DBTX, tracking Tracking, migrations [
 	return nil
 }
 
-// checkNotNewer returns an error wrapping [ErrSchemaTooNew] when applied
-// holds a version newer than the newest of migrations.
+// checkNotNewer returns an error wrapping [omnibox.ErrSchemaTooNew] when
+// applied holds a version newer than the newest of migrations.
 func checkNotNewer(applied map[int]bool, migrations []Migration) error {
 	recorded := 0
 	for v := range applied {
@@ -180,7 +177,7 @@ func checkNotNewer(applied map[int]bool, migrations []Migration) error {
 	if newest := Newest(migrations); recorded > newest {
 		return fmt.Errorf("%w: its migrations table records version %d, and this release knows versions up to %d only; "+
 			"upgrade github.com/omnibox-go/omnibox in this program to the release that migrated it (or a later one) "+
-			"instead of running against a schema it does not know", ErrSchemaTooNew, recorded, newest)
+			"instead of running against a schema it does not know", omnibox.ErrSchemaTooNew, recorded, newest)
 	}
 	return nil
 }

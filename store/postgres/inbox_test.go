@@ -407,12 +407,12 @@ func TestMigrateRefusesNewerSchema(t *testing.T) {
 		require.NoError(t, err)
 
 		err = m.migrate(ctx, db)
-		require.ErrorIs(t, err, migration.ErrSchemaTooNew)
+		require.ErrorIs(t, err, omnibox.ErrSchemaTooNew)
 		for _, want := range []string{m.tableName, "version " + strconv.Itoa(newest+5), "up to " + strconv.Itoa(newest), "upgrade github.com/omnibox-go/omnibox"} {
 			require.ErrorContains(t, err, want)
 		}
 	}
 	// Still refused through the exported methods.
-	require.ErrorIs(t, outbox.Migrate(ctx, db), migration.ErrSchemaTooNew)
-	require.ErrorIs(t, in.Migrate(ctx, db), migration.ErrSchemaTooNew)
+	require.ErrorIs(t, outbox.Migrate(ctx, db), omnibox.ErrSchemaTooNew)
+	require.ErrorIs(t, in.Migrate(ctx, db), omnibox.ErrSchemaTooNew)
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/inbox"
 	"github.com/omnibox-go/omnibox/internal/dbtest"
-	"github.com/omnibox-go/omnibox/internal/migration"
 	"github.com/omnibox-go/omnibox/store/sqlite"
 	"github.com/omnibox-go/omnibox/store/storetest"
 )
@@ -371,7 +370,7 @@ func TestMigrateRefusesNewerSchema(t *testing.T) {
 		require.NoError(t, err)
 
 		err = c.migrate()
-		require.ErrorIs(t, err, migration.ErrSchemaTooNew)
+		require.ErrorIs(t, err, omnibox.ErrSchemaTooNew)
 		for _, want := range []string{c.table, "version " + strconv.Itoa(newest+5), "up to " + strconv.Itoa(newest), "upgrade github.com/omnibox-go/omnibox"} {
 			require.ErrorContains(t, err, want)
 		}
