@@ -235,27 +235,27 @@ func (s *Store) Purge(ctx context.Context, db omnibox.DBTX, limit int) (int, err
 	if s.retention <= 0 {
 		return 0, nil
 	}
-	if guardMillis(ctx) == 0 {
-		return s.execCount(ctx, db, s.purgeSQL, "purging delivered events", s.retention.Microseconds(), limit)
-	}
-	pool, ok := db.(*sql.DB)
-	if !ok {
+	if guardMillis(ctx) > 0 {
+		if pool, ok := db.(*sql.DB); ok {
+			// The guards hold for a transaction: on a pool, Purge runs in
+			// one of its own.
+			return s.purgeInTx(ctx, pool, limit)
+		}
 		if err := s.guard(ctx, db); err != nil {
 			return 0, fmt.Errorf("postgres: purging delivered events in %s: %w", s.tableName, err)
 		}
-		return s.execCount(ctx, db, s.purgeSQL, "purging delivered events", s.retention.Microseconds(), limit)
 	}
-	// The guards hold for a transaction: on a pool, Purge runs in one of
-	// its own.
+	return s.execCount(ctx, db, s.purgeSQL, "purging delivered events", s.retention.Microseconds(), limit)
+}
+
+// purgeInTx runs [Store.Purge] in a transaction of its own on pool.
+func (s *Store) purgeInTx(ctx context.Context, pool *sql.DB, limit int) (int, error) {
 	tx, err := pool.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("postgres: purging delivered events in %s: begin: %w", s.tableName, err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if err := s.guard(ctx, tx); err != nil {
-		return 0, fmt.Errorf("postgres: purging delivered events in %s: %w", s.tableName, err)
-	}
-	n, err := s.execCount(ctx, tx, s.purgeSQL, "purging delivered events", s.retention.Microseconds(), limit)
+	n, err := s.Purge(ctx, tx, limit)
 	if err != nil {
 		return 0, err
 	}
