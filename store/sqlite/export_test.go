@@ -3,6 +3,9 @@ package sqlite
 // Internals for the tests of package sqlite_test, which cannot be in package
 // sqlite: they use internal/dbtest, which imports this package.
 
+// NowMicros is nowMicros: SQLite's clock, as the store stamps rows.
+const NowMicros = nowMicros
+
 // MaxInsertRows is maxInsertRows.
 const MaxInsertRows = maxInsertRows
 

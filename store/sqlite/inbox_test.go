@@ -56,7 +56,7 @@ func setProcessedAgo(t *testing.T, db *sql.DB, table string, p inbox.RecordParam
 	t.Helper()
 	table = `"` + cmp.Or(table, sqlite.DefaultInboxTable) + `"`
 	res, err := db.ExecContext(t.Context(), "UPDATE "+table+
-		" SET processed_at = CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER) * 1000 - ? WHERE consumer = ? AND message_id = ?",
+		" SET processed_at = "+sqlite.NowMicros+" - ? WHERE consumer = ? AND message_id = ?",
 		ago.Microseconds(), p.Consumer, p.MessageID)
 	require.NoError(t, err)
 	n, err := res.RowsAffected()
