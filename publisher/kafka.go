@@ -99,6 +99,12 @@ func (c *KafkaConfig) withDefaults() *KafkaConfig {
 	return &out
 }
 
+// Timeouts of a request to a broker; see DefaultKafkaOptions.
+const (
+	defaultProduceRequestTimeout  = 5 * time.Second
+	defaultRequestTimeoutOverhead = 3 * time.Second
+)
+
 // DefaultKafkaOptions returns the franz-go producer settings [NewKafka] uses
 // by default, before [KafkaConfig.Options]. Each call returns a new slice.
 //
@@ -149,6 +155,13 @@ func (c *KafkaConfig) withDefaults() *KafkaConfig {
 //     refresh fails, and only then fails those past their deadline: with
 //     its defaults that took about 6 s, which would keep Publish seconds
 //     past its deadline. A missing topic fails sooner too.
+//   - kgo.ProduceRequestTimeout(5 s) and kgo.RequestTimeoutOverhead(3 s)
+//     (franz-go's defaults: 10 s each): a connection on which a request has
+//     gone unanswered for 8 s is closed and a new one dialed. On a link that
+//     stopped answering without closing, franz-go otherwise kept writing to
+//     the dead connection for up to 20 s after the link had healed, and each
+//     Publish in that time failed at its deadline (the fault test "broker
+//     half-open" drained nothing for 20 s after a 3 s freeze).
 //   - kgo.ClientID("omnibox"), to tell the relay apart in broker logs and
 //     quotas.
 //
@@ -163,7 +176,9 @@ func DefaultKafkaOptions() []kgo.Opt {
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
 		kgo.ProducerBatchMaxBytes(DefaultMaxMessageBytes),
 		kgo.ProducerLinger(0),
+		kgo.ProduceRequestTimeout(defaultProduceRequestTimeout),
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		kgo.RequestTimeoutOverhead(defaultRequestTimeoutOverhead),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RetryBackoffFn(retryBackoff),
 	}
