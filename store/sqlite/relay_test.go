@@ -49,6 +49,11 @@ func (p *recordingPublisher) byKey() map[string][]string {
 func TestRelaysWithConcurrentWriters(t *testing.T) {
 	t.Parallel()
 	db, _ := dbtest.SQLite(t)
+	// One process writing from several goroutines, as sqlite.Open advises:
+	// one connection, so that database/sql queues the writers and the
+	// relays instead of SQLite's unfair busy handler, which under load let a
+	// writer lose the lock for longer than the busy timeout (SQLITE_BUSY).
+	db.SetMaxOpenConns(1)
 	ctx := t.Context()
 	store, err := sqlite.New(&sqlite.Config{})
 	require.NoError(t, err)
