@@ -9,14 +9,26 @@ import (
 // outbox outside a transaction would defeat its purpose, so it is refused.
 var ErrNilTx = errors.New("omnibox: transaction is nil")
 
-// ErrNilDB is returned when a constructor or helper is given a nil *sql.DB.
+// ErrNilDB is wrapped by the error of a constructor or helper given a nil
+// database handle, or an interface holding a nil *sql.DB (the result of a
+// failed sql.Open whose error was ignored).
 var ErrNilDB = errors.New("omnibox: database handle is nil")
 
-// ErrNilStore is returned when a constructor is given a nil store.
+// ErrNilStore is wrapped by the error of a constructor given a nil store, or
+// an interface holding a nil pointer (such as the *postgres.Store of a failed
+// postgres.New whose error was ignored).
 var ErrNilStore = errors.New("omnibox: store is nil")
 
-// ErrNilPublisher is returned by [NewRelay] when given a nil publisher.
+// ErrNilPublisher is wrapped by the error of [NewRelay] when given a nil
+// publisher, or an interface holding a nil pointer: the *publisher.Kafka of
+// a failed publisher.NewKafka whose error was ignored would otherwise panic
+// on the relay's first batch.
 var ErrNilPublisher = errors.New("omnibox: publisher is nil")
+
+// ErrNilWaker is wrapped by the error of [Outbox.WakeOnCommit] when given a
+// nil [Waker], or an interface holding a nil pointer (a *Relay whose
+// NewRelay failed).
+var ErrNilWaker = errors.New("omnibox: waker is nil")
 
 // ErrNilConfig is returned by constructors given a nil config pointer. Pass
 // &Config{} to take every default.

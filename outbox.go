@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/omnibox-go/omnibox/internal/nilcheck"
 )
 
 // DefaultMaxPayloadBytes is the default of [Config.MaxPayloadBytes]:
@@ -90,13 +92,18 @@ type Waker interface {
 // within milliseconds instead of at its next poll, at the cost of a channel
 // send for the writer. Polling stays the fallback, so a lost wake-up never
 // strands an event.
-func (o *Outbox) WakeOnCommit(w Waker) {
-	if w == nil {
-		return
+//
+// A nil w, or an interface holding a nil pointer (the *Relay of a NewRelay
+// whose error was ignored), returns an error wrapping [ErrNilWaker] and
+// registers nothing.
+func (o *Outbox) WakeOnCommit(w Waker) error {
+	if err := nilcheck.Check("omnibox: WakeOnCommit", "waker", w, ErrNilWaker); err != nil {
+		return err
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.wakers = append(o.wakers, w)
+	return nil
 }
 
 // Committed wakes the [Waker]s registered with [Outbox.WakeOnCommit]. Call it
@@ -122,9 +129,12 @@ func (o *Outbox) markWritten(tx *sql.Tx) {
 
 // New returns an Outbox writing through store (a dialect store such as
 // store/postgres's). config may not be nil; &Config{} takes the defaults.
+// A nil store, or an interface holding a nil pointer (the result of a store
+// constructor whose error was ignored), returns an error wrapping
+// [ErrNilStore]; a nil config [ErrNilConfig].
 func New(store Inserter, config *Config) (*Outbox, error) {
-	if store == nil {
-		return nil, ErrNilStore
+	if err := nilcheck.Check("omnibox: New", "store", store, ErrNilStore); err != nil {
+		return nil, err
 	}
 	if config == nil {
 		return nil, ErrNilConfig

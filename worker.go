@@ -1,6 +1,7 @@
 package omnibox
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/omnibox-go/omnibox/internal/nilcheck"
 )
 
 // Relay moves committed events from the outbox table to a Watermill
@@ -114,15 +117,21 @@ func (r *Relay) lane(i int) lane {
 // NewRelay returns a relay claiming events through store on db and
 // publishing them with publisher. config may not be nil; &RelayConfig{}
 // takes the defaults.
+//
+// A nil db, store or publisher, or an interface holding a nil pointer (the
+// result of a constructor whose error was ignored, such as a failed
+// publisher.NewKafka), returns an error wrapping [ErrNilDB], [ErrNilStore]
+// or [ErrNilPublisher] that names the type; a nil config [ErrNilConfig].
 func NewRelay(db *sql.DB, store RelayStore, publisher message.Publisher, config *RelayConfig) (*Relay, error) {
-	switch {
-	case db == nil:
-		return nil, ErrNilDB
-	case store == nil:
-		return nil, ErrNilStore
-	case publisher == nil:
-		return nil, ErrNilPublisher
-	case config == nil:
+	const where = "omnibox: NewRelay"
+	if err := cmp.Or(
+		nilcheck.Check(where, "db", db, ErrNilDB),
+		nilcheck.Check(where, "store", store, ErrNilStore),
+		nilcheck.Check(where, "publisher", publisher, ErrNilPublisher),
+	); err != nil {
+		return nil, err
+	}
+	if config == nil {
 		return nil, ErrNilConfig
 	}
 	if err := config.Validate(); err != nil {

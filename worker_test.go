@@ -330,7 +330,7 @@ func TestRelayWakesOnCommit(t *testing.T) {
 	// Polling once an hour: only the wake-up can deliver within the test.
 	relay, err := omnibox.NewRelay(b.db, b.store, b.pubsub, &omnibox.RelayConfig{PollInterval: time.Hour})
 	require.NoError(t, err)
-	b.outbox.WakeOnCommit(relay)
+	require.NoError(t, b.outbox.WakeOnCommit(relay))
 	done := make(chan error, 1)
 	go func() { done <- relay.Run(context.Background()) }()
 	defer func() {

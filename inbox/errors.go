@@ -27,3 +27,12 @@ var ErrRetentionDisabled = errors.New("inbox: retention is disabled (Config.Rete
 // panicked. The middleware rolls back and lets the panic go on; it never
 // returns this error.
 var ErrHandlerPanicked = errors.New("inbox: handler panicked")
+
+// ErrNilInbox is wrapped by the error of [NewMiddleware] (and
+// [MiddlewareConfig.Validate]) when MiddlewareConfig.Inbox is nil, such as
+// the *Inbox of a [New] whose error was ignored.
+var ErrNilInbox = errors.New("inbox: MiddlewareConfig.Inbox is nil")
+
+// ErrNilHook is wrapped by the error of [NewMiddleware] when an entry of
+// MiddlewareConfig.Hooks is nil or holds a nil pointer.
+var ErrNilHook = errors.New("inbox: a hook is nil")

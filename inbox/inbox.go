@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/omnibox-go/omnibox"
+	"github.com/omnibox-go/omnibox/internal/nilcheck"
 )
 
 // Defaults of [Config].
@@ -80,11 +81,12 @@ type Inbox struct {
 
 // New returns an Inbox keeping its records through store (a dialect's inbox
 // store, such as store/postgres's). config may not be nil; &Config{} takes
-// the defaults. A nil store returns [omnibox.ErrNilStore], a nil config
-// [omnibox.ErrNilConfig].
+// the defaults. A nil store, or an interface holding a nil pointer (the
+// result of a store constructor whose error was ignored), returns an error
+// wrapping [omnibox.ErrNilStore]; a nil config [omnibox.ErrNilConfig].
 func New(store Store, config *Config) (*Inbox, error) {
-	if store == nil {
-		return nil, omnibox.ErrNilStore
+	if err := nilcheck.Check("inbox: New", "store", store, omnibox.ErrNilStore); err != nil {
+		return nil, err
 	}
 	if config == nil {
 		return nil, omnibox.ErrNilConfig
@@ -149,8 +151,8 @@ func (i *Inbox) RecordOnceTx(ctx context.Context, tx *sql.Tx, consumer, messageI
 // call, an e-mail) happens twice. Prefer RecordOnceTx at the start of the
 // transaction.
 func (i *Inbox) AlreadyProcessed(ctx context.Context, db omnibox.DBTX, consumer, messageID string) (bool, error) {
-	if db == nil {
-		return false, omnibox.ErrNilDB
+	if err := nilcheck.Check("inbox: AlreadyProcessed", "db", db, omnibox.ErrNilDB); err != nil {
+		return false, err
 	}
 	params, err := newRecordParams(consumer, messageID)
 	if err != nil {

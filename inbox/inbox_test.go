@@ -13,6 +13,7 @@ import (
 	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/inbox"
 	"github.com/omnibox-go/omnibox/internal/dbtest"
+	"github.com/omnibox-go/omnibox/store/postgres"
 )
 
 func TestNew(t *testing.T) {
@@ -30,6 +31,16 @@ func TestNew(t *testing.T) {
 		t.Parallel()
 		_, err := inbox.New(nil, &inbox.Config{})
 		require.ErrorIs(t, err, omnibox.ErrNilStore)
+	})
+	t.Run("TypedNilStore", func(t *testing.T) {
+		t.Parallel()
+		// A store constructor that failed, its error ignored: the interface
+		// holds a nil *postgres.InboxStore.
+		st, err := postgres.NewInbox(&postgres.InboxConfig{Schema: "bad schema"})
+		require.Error(t, err)
+		_, err = inbox.New(st, &inbox.Config{})
+		require.ErrorIs(t, err, omnibox.ErrNilStore)
+		require.EqualError(t, err, "inbox: New: store is a nil *postgres.InboxStore (did postgres.NewInbox return an error?)")
 	})
 	t.Run("NilConfig", func(t *testing.T) {
 		t.Parallel()

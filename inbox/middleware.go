@@ -11,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/omnibox-go/omnibox"
+	"github.com/omnibox-go/omnibox/internal/nilcheck"
 )
 
 // MiddlewareConfig configures a [Middleware]. DB and Inbox are required;
@@ -77,7 +78,12 @@ func (c *MiddlewareConfig) Validate() error {
 	case c.DB == nil:
 		return fmt.Errorf("inbox: MiddlewareConfig.DB is required: %w", omnibox.ErrNilDB)
 	case c.Inbox == nil:
-		return errors.New("inbox: MiddlewareConfig.Inbox is required")
+		return fmt.Errorf("inbox: MiddlewareConfig.Inbox is required (a nil *inbox.Inbox: did inbox.New return an error?): %w", ErrNilInbox)
+	}
+	if err := nilcheck.Check("inbox", "MiddlewareConfig.DB", c.DB, omnibox.ErrNilDB); err != nil {
+		return err
+	}
+	switch {
 	case c.OutboxTopicFunc != nil && c.Outbox == nil:
 		return errors.New("inbox: MiddlewareConfig.OutboxTopicFunc is set but Outbox is nil")
 	}
@@ -87,6 +93,9 @@ func (c *MiddlewareConfig) Validate() error {
 		}
 	}
 	for i, h := range c.Hooks {
+		if err := nilcheck.Check("inbox", fmt.Sprintf("MiddlewareConfig.Hooks[%d]", i), h, ErrNilHook); err != nil {
+			return err
+		}
 		_, p := h.(HookProcessed)
 		_, d := h.(HookDuplicate)
 		_, f := h.(HookFailed)

@@ -683,6 +683,12 @@ func TestMiddlewareConfig(t *testing.T) {
 		}
 		_, err := inbox.NewMiddleware(&inbox.MiddlewareConfig{Inbox: bundle.inbox})
 		require.ErrorIs(t, err, omnibox.ErrNilDB)
+		_, err = inbox.NewMiddleware(&inbox.MiddlewareConfig{DB: bundle.db})
+		require.ErrorIs(t, err, inbox.ErrNilInbox)
+		var nilHook *hookRecorder
+		_, err = inbox.NewMiddleware(&inbox.MiddlewareConfig{DB: bundle.db, Inbox: bundle.inbox, Hooks: []inbox.Hook{&hookRecorder{}, nilHook}})
+		require.ErrorIs(t, err, inbox.ErrNilHook)
+		require.EqualError(t, err, "inbox: MiddlewareConfig.Hooks[1] is a nil *inbox_test.hookRecorder (did the call that made it return an error?)")
 	})
 
 	t.Run("Valid", func(t *testing.T) {

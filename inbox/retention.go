@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/omnibox-go/omnibox"
+	"github.com/omnibox-go/omnibox/internal/nilcheck"
 )
 
 // Purge deletes the inbox rows recorded longer ago than [Config.Retention]
@@ -24,8 +25,8 @@ import (
 // Purge deletes nothing and returns 0. When ctx ends between batches Purge
 // returns what it deleted so far and ctx's error.
 func (i *Inbox) Purge(ctx context.Context, db omnibox.DBTX) (int, error) {
-	if db == nil {
-		return 0, omnibox.ErrNilDB
+	if err := nilcheck.Check("inbox: Purge", "db", db, omnibox.ErrNilDB); err != nil {
+		return 0, err
 	}
 	if i.config.Retention == 0 {
 		return 0, nil
@@ -52,10 +53,11 @@ func (i *Inbox) Purge(ctx context.Context, db omnibox.DBTX) (int, error) {
 // logged and the purge is tried again at the next interval. Run it as a
 // goroutine in one or more replicas: concurrent purges are safe, though one
 // is enough. It returns [ErrRetentionDisabled] at once when
-// [Config.Retention] is zero, and [omnibox.ErrNilDB] for a nil db.
+// [Config.Retention] is zero, and an error wrapping [omnibox.ErrNilDB] for
+// a nil db.
 func (i *Inbox) RunRetention(ctx context.Context, db *sql.DB) error {
-	if db == nil {
-		return omnibox.ErrNilDB
+	if err := nilcheck.Check("inbox: RunRetention", "db", db, omnibox.ErrNilDB); err != nil {
+		return err
 	}
 	if i.config.Retention == 0 {
 		return ErrRetentionDisabled

@@ -137,14 +137,18 @@ func (b *bench) latency(ctx context.Context, t *benchTarget, broker, mode string
 	}()
 	switch mode {
 	case "wake":
-		outbox.WakeOnCommit(relay)
+		if err := outbox.WakeOnCommit(relay); err != nil {
+			return latencyResult{}, err
+		}
 	case "notify", "notify-tx":
 		if mode == "notify" {
 			notifier, err := postgres.NewNotifier(env.db, &postgres.NotifierConfig{Channel: benchNotifyChannel})
 			if err != nil {
 				return latencyResult{}, err
 			}
-			outbox.WakeOnCommit(notifier)
+			if err := outbox.WakeOnCommit(notifier); err != nil {
+				return latencyResult{}, err
+			}
 			wg.Go(func() { _ = notifier.Run(runCtx) })
 		}
 		if err := startListener(runCtx, t, relay, &wg); err != nil {

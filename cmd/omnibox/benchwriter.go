@@ -60,14 +60,18 @@ func (b *bench) writer(ctx context.Context, t *benchTarget, variant string) (flo
 		if err != nil {
 			return 0, err
 		}
-		outbox.WakeOnCommit(relay)
+		if err := outbox.WakeOnCommit(relay); err != nil {
+			return 0, err
+		}
 	case "notify-tx", "notifier":
 		if variant == "notifier" {
 			notifier, err := postgres.NewNotifier(env.db, &postgres.NotifierConfig{Channel: benchNotifyChannel})
 			if err != nil {
 				return 0, err
 			}
-			outbox.WakeOnCommit(notifier)
+			if err := outbox.WakeOnCommit(notifier); err != nil {
+				return 0, err
+			}
 			wg.Go(func() { _ = notifier.Run(runCtx) })
 		}
 		if err := startListener(runCtx, t, &countingWaker{}, &wg); err != nil {

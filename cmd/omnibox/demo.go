@@ -116,7 +116,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	// The relay runs in the writing process: wake it when InTx commits events.
-	outbox.WakeOnCommit(relay)
+	if err := outbox.WakeOnCommit(relay); err != nil {
+		return err
+	}
 
 	stats := &demoStats{commitTimes: map[string]time.Time{}, rolledIDs: map[string]bool{}, seen: map[string]bool{}}
 
