@@ -63,7 +63,9 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	outbox.WakeOnCommit(relay) // publish right after InTx commits
+	if err := outbox.WakeOnCommit(relay); err != nil { // publish right after InTx commits
+		log.Fatal(err)
+	}
 	relayDone := make(chan error, 1)
 	go func() { relayDone <- relay.Run(ctx) }()
 

@@ -55,7 +55,10 @@ func open(ctx context.Context, cfg Config) (_ *deps, err error) {
 	if err != nil {
 		return nil, errors.Join(err, pub.Close(), db.Close())
 	}
-	outbox.WakeOnCommit(relay) // publish as soon as a request's transaction commits
+	// Publish as soon as a request's transaction commits, not at the next poll.
+	if err := outbox.WakeOnCommit(relay); err != nil {
+		return nil, errors.Join(err, pub.Close(), db.Close())
+	}
 	return &deps{db: db, outbox: outbox, pub: pub, relay: relay}, nil
 }
 
