@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/omnibox-go/omnibox"
 	"github.com/omnibox-go/omnibox/omniboxtest"
 	"github.com/omnibox-go/omnibox/publisher"
@@ -109,5 +111,85 @@ func TestExample_KafkaAndPostgres(t *testing.T) {
 	}
 	if n := omniboxtest.Drain(t, db, store, pub); n != 1 {
 		t.Fatalf("drained %d events, want 1", n)
+	}
+}
+
+// ExampleNewGoChannel publishes before anyone subscribes: the GoChannel keeps
+// the messages and hands them, in order, to the first subscriber.
+func ExampleNewGoChannel() {
+	// snippet-start: gochannel
+	pubSub := omniboxtest.NewGoChannel(nil)
+	defer pubSub.Close()
+
+	for _, id := range []string{"evt-1", "evt-2", "evt-3"} {
+		if err := pubSub.Publish("orders", message.NewMessage(id, nil)); err != nil {
+			panic(err)
+		}
+	}
+	messages, err := pubSub.Subscribe(context.Background(), "orders")
+	if err != nil {
+		panic(err)
+	}
+	for range 3 {
+		msg := <-messages
+		fmt.Println(msg.UUID)
+		msg.Ack() // the next message comes after the ack
+	}
+	// snippet-end: gochannel
+	// Output:
+	// evt-1
+	// evt-2
+	// evt-3
+}
+
+// TestExample_RelayToGoChannel runs a relay in the background, as the
+// service would, publishing to the kit's GoChannel, and a subscriber
+// receives a key's events in the order they were written.
+func TestExample_RelayToGoChannel(t *testing.T) {
+	db, store := omniboxtest.SQLite(t)
+	outbox, err := omnibox.New(store, &omnibox.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// snippet-start: relay-gochannel
+	pubSub := omniboxtest.NewGoChannel(nil)
+	t.Cleanup(func() { _ = pubSub.Close() })
+	relay, err := omnibox.NewRelay(db, store, pubSub, &omnibox.RelayConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(ctx) }()
+	t.Cleanup(func() { // runs before the GoChannel's Close
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	messages, err := pubSub.Subscribe(t.Context(), "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// snippet-end: relay-gochannel
+
+	err = outbox.InTx(t.Context(), db, nil, func(ctx context.Context, tx *sql.Tx) error {
+		return outbox.WriteTx(ctx, tx,
+			omnibox.Event{ID: "created", Topic: "orders", Key: "order-42"},
+			omnibox.Event{ID: "paid", Topic: "orders", Key: "order-42"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"created", "paid"} {
+		select {
+		case msg := <-messages:
+			msg.Ack()
+			if msg.UUID != want {
+				t.Fatalf("got %s, want %s", msg.UUID, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("timed out waiting for %s", want)
+		}
 	}
 }
