@@ -156,26 +156,38 @@ func New(store Inserter, config *Config) (*Outbox, error) {
 // A nil tx returns [ErrNilTx]; a committed or rolled-back tx returns an error
 // wrapping [sql.ErrTxDone].
 func (o *Outbox) WriteTx(ctx context.Context, tx *sql.Tx, events ...Event) error {
+	_, err := o.WriteTxIDs(ctx, tx, events...)
+	return err
+}
+
+// WriteTxIDs is [Outbox.WriteTx] that also returns the IDs of the events,
+// in the order given: the caller's where set, the generated UUIDv7s where
+// empty. On error it returns no IDs and nothing was written.
+func (o *Outbox) WriteTxIDs(ctx context.Context, tx *sql.Tx, events ...Event) ([]string, error) {
 	if tx == nil {
-		return ErrNilTx
+		return nil, ErrNilTx
 	}
 	if len(events) == 0 {
-		return nil
+		return []string{}, nil
 	}
 	prepared := make([]Event, len(events))
 	now := o.now()
 	for i, e := range events {
 		p, err := e.prepare(i, o.config.MaxPayloadBytes, o.config.MaxMetadataBytes, now)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		prepared[i] = p
 	}
 	if err := o.store.Insert(ctx, tx, InsertParams{Events: prepared}); err != nil {
-		return fmt.Errorf("omnibox: writing %d event(s): %w", len(prepared), err)
+		return nil, fmt.Errorf("omnibox: writing %d event(s): %w", len(prepared), err)
 	}
 	o.markWritten(tx)
-	return nil
+	ids := make([]string, len(prepared))
+	for i, e := range prepared {
+		ids[i] = e.ID
+	}
+	return ids, nil
 }
 
 // WriteMessagesTx writes Watermill messages into the outbox through tx, to be
@@ -251,6 +263,18 @@ func (p *txPublisher) Publish(topic string, msgs ...*message.Message) error {
 
 func (p *txPublisher) Close() error { return nil }
 
+// TxBeginner begins transactions: *sql.DB and *sql.Conn implement it (and
+// wrappers that embed them), so [Outbox.InTx] runs on a pool or on one
+// connection held by the caller.
+type TxBeginner interface {
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
+var (
+	_ TxBeginner = (*sql.DB)(nil)
+	_ TxBeginner = (*sql.Conn)(nil)
+)
+
 // InTx runs fn in a transaction on db: it begins the transaction (with opts,
 // which may be nil), calls fn, and commits when fn returns nil. When fn
 // returns an error the transaction is rolled back and that error returned;
@@ -258,9 +282,9 @@ func (p *txPublisher) Close() error { return nil }
 // unit-of-work helper of its own. When fn wrote events through this Outbox
 // and the commit succeeded, the wakers registered with [Outbox.WakeOnCommit]
 // are woken.
-func (o *Outbox) InTx(ctx context.Context, db *sql.DB, opts *sql.TxOptions, fn func(ctx context.Context, tx *sql.Tx) error) (err error) {
-	if db == nil {
-		return ErrNilDB
+func (o *Outbox) InTx(ctx context.Context, db TxBeginner, opts *sql.TxOptions, fn func(ctx context.Context, tx *sql.Tx) error) (err error) {
+	if err := nilcheck.Check("omnibox: InTx", "db", db, ErrNilDB); err != nil {
+		return err
 	}
 	tx, err := db.BeginTx(ctx, opts)
 	if err != nil {

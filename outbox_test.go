@@ -241,3 +241,75 @@ func TestInTx(t *testing.T) {
 
 	require.ErrorIs(t, b.outbox.InTx(ctx, nil, nil, nil), omnibox.ErrNilDB)
 }
+
+func TestInTxOnConn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupOutbox(t, &omnibox.Config{})
+	conn, err := b.db.Conn(ctx)
+	require.NoError(t, err)
+	defer conn.Close()
+
+	// Committed on the caller's connection.
+	require.NoError(t, b.outbox.InTx(ctx, conn, nil, func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO `+b.schema+`.orders (id) VALUES ('o1')`); err != nil {
+			return err
+		}
+		return b.outbox.WriteTx(ctx, tx, omnibox.Event{Topic: "t", Key: "o1"})
+	}))
+	require.EqualValues(t, 1, b.pending(t))
+
+	// Rolled back on it: nothing of it remains.
+	boom := errors.New("boom")
+	require.ErrorIs(t, b.outbox.InTx(ctx, conn, nil, func(ctx context.Context, tx *sql.Tx) error {
+		require.NoError(t, b.outbox.WriteTx(ctx, tx, omnibox.Event{Topic: "t", Key: "o2"}))
+		return boom
+	}), boom)
+	require.EqualValues(t, 1, b.pending(t))
+
+	var nilConn *sql.Conn
+	err = b.outbox.InTx(ctx, nilConn, nil, nil)
+	require.ErrorIs(t, err, omnibox.ErrNilDB)
+	require.EqualError(t, err, "omnibox: InTx: db is a nil *sql.Conn (did sql.DB.Conn return an error?)")
+}
+
+func TestWriteTxIDs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupOutbox(t, &omnibox.Config{})
+	var ids []string
+	require.NoError(t, b.outbox.InTx(ctx, b.db, nil, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		ids, err = b.outbox.WriteTxIDs(ctx, tx,
+			omnibox.Event{Topic: "t"}, omnibox.Event{Topic: "t", ID: "given"}, omnibox.Event{Topic: "t"})
+		return err
+	}))
+	require.Len(t, ids, 3)
+	require.Equal(t, "given", ids[1])
+	require.NotEmpty(t, ids[0])
+	require.NotEqual(t, ids[0], ids[2])
+
+	// The IDs are those stored, in order.
+	rows, err := b.db.QueryContext(ctx, `SELECT event_id FROM `+b.table+` ORDER BY seq`)
+	require.NoError(t, err)
+	defer rows.Close()
+	var stored []string
+	for rows.Next() {
+		var id string
+		require.NoError(t, rows.Scan(&id))
+		stored = append(stored, id)
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, ids, stored)
+
+	// An invalid event: an error, no IDs, nothing written.
+	tx, err := b.db.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	defer tx.Rollback() //nolint:errcheck // the test's own cleanup
+	got, err := b.outbox.WriteTxIDs(ctx, tx, omnibox.Event{Topic: "t"}, omnibox.Event{})
+	require.ErrorIs(t, err, omnibox.ErrInvalidEvent)
+	require.Nil(t, got)
+	got, err = b.outbox.WriteTxIDs(ctx, nil, omnibox.Event{Topic: "t"})
+	require.ErrorIs(t, err, omnibox.ErrNilTx)
+	require.Nil(t, got)
+}

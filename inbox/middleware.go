@@ -27,8 +27,10 @@ type MiddlewareConfig struct {
 	Consumer string
 	// DB is the database the transactions are begun on; the inbox table and
 	// the handler's tables (and the outbox, with Outbox set) must be in it.
-	// Required.
-	DB *sql.DB
+	// Usually a *sql.DB; a *sql.Conn (one connection) only when the handler
+	// gets one message at a time, since a connection has one transaction at
+	// a time. Required.
+	DB omnibox.TxBeginner
 	// Hooks are told about each message's outcome: every hook is checked for
 	// [HookProcessed], [HookDuplicate] and [HookFailed] and called for those
 	// it implements. A hook implementing none of them is a configuration

@@ -685,6 +685,10 @@ func TestMiddlewareConfig(t *testing.T) {
 		require.ErrorIs(t, err, omnibox.ErrNilDB)
 		_, err = inbox.NewMiddleware(&inbox.MiddlewareConfig{DB: bundle.db})
 		require.ErrorIs(t, err, inbox.ErrNilInbox)
+		var nilDB *sql.DB
+		_, err = inbox.NewMiddleware(&inbox.MiddlewareConfig{DB: nilDB, Inbox: bundle.inbox})
+		require.ErrorIs(t, err, omnibox.ErrNilDB)
+		require.EqualError(t, err, "inbox: MiddlewareConfig.DB is a nil *sql.DB (did sql.Open return an error?)")
 		var nilHook *hookRecorder
 		_, err = inbox.NewMiddleware(&inbox.MiddlewareConfig{DB: bundle.db, Inbox: bundle.inbox, Hooks: []inbox.Hook{&hookRecorder{}, nilHook}})
 		require.ErrorIs(t, err, inbox.ErrNilHook)
