@@ -82,7 +82,9 @@ func (r *Relay) recorded(ctx context.Context, res publishResult, params Complete
 		}
 	}
 	for _, f := range params.Dead {
-		log.ErrorContext(ctx, "omnibox relay gave up on an event: it is dead (list, requeue or discard it with `omnibox dead` or the store's dead-letter methods)",
+		log.ErrorContext(ctx, fmt.Sprintf("omnibox relay gave up on event seq %d: it is dead. Fix the cause, then requeue it with "+
+			"`omnibox dead -dsn DSN requeue %d` (or drop it: `omnibox dead -dsn DSN discard %d`; see them all: `omnibox dead -dsn DSN list`), "+
+			"or from code with the store's ListDead, Requeue and Discard", f.Seq, f.Seq, f.Seq),
 			slog.String("relay", r.config.ID), slog.Int64("seq", f.Seq), slog.Int("attempts", r.config.MaxAttempts), slog.String("error", f.Error))
 	}
 	if res.err == nil {

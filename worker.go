@@ -122,6 +122,11 @@ func (r *Relay) lane(i int) lane {
 // result of a constructor whose error was ignored, such as a failed
 // publisher.NewKafka), returns an error wrapping [ErrNilDB], [ErrNilStore]
 // or [ErrNilPublisher] that names the type; a nil config [ErrNilConfig].
+//
+// Given a Watermill *gochannel.GoChannel (a test double) not configured with
+// both BlockPublishUntilSubscriberAck and Persistent, it logs a warning: in
+// that config a GoChannel reorders the events of a key and drops what is
+// published before a subscriber exists.
 func NewRelay(db *sql.DB, store RelayStore, publisher message.Publisher, config *RelayConfig) (*Relay, error) {
 	const where = "omnibox: NewRelay"
 	if err := cmp.Or(
@@ -153,6 +158,7 @@ func NewRelay(db *sql.DB, store RelayStore, publisher message.Publisher, config 
 	if l, ok := store.(RelayConcurrencyLimiter); ok {
 		r.config.Concurrency = max(1, min(r.config.Concurrency, l.RelayConcurrencyLimit()))
 	}
+	warnGoChannel(r.config.Logger, r.config.ID, publisher)
 	return r, nil
 }
 
