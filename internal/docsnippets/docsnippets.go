@@ -9,7 +9,7 @@
 // The region is the lines between `// snippet-start: quickstart` and
 // `// snippet-end: quickstart` in that file (the marker lines and any other
 // snippet marker lines inside excluded), dedented by their common leading
-// tabs. [Check] reports fences without a marker, markers naming a file or
+// tabs, blank lines at its start and end dropped. [Check] reports fences without a marker, markers naming a file or
 // region that does not exist (or a region defined twice), and fences whose
 // content differs from their region; [Update] rewrites the fences from the
 // code, never the code. The repository's test (TestSnippets) runs them on
@@ -148,7 +148,7 @@ func parseRegions(path string, src []byte) (map[string]region, error) {
 				errs = append(errs, fmt.Errorf("%s:%d: snippet-end: %s without a snippet-start", path, i+1, name))
 				continue
 			}
-			out[name] = region{lines: dedent(o.body), line: o.start + 1}
+			out[name] = region{lines: trimBlank(dedent(o.body)), line: o.start + 1}
 			opened[name] = nil
 		}
 	}
@@ -181,6 +181,17 @@ func dedent(lines []string) []string {
 		out[i] = strings.TrimRight(l[common:], " \t")
 	}
 	return out
+}
+
+// trimBlank drops the empty lines at the start and the end of lines.
+func trimBlank(lines []string) []string {
+	for len(lines) > 0 && lines[0] == "" {
+		lines = lines[1:]
+	}
+	for len(lines) > 0 && lines[len(lines)-1] == "" {
+		lines = lines[:len(lines)-1]
+	}
+	return lines
 }
 
 // splitLines splits s into lines without their line endings; a final line

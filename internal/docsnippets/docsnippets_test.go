@@ -29,9 +29,6 @@ var notConverted = map[string]string{
 	"README.md":               "being converted (helper docs, issue 11)",
 	"docs/getting-started.md": "being converted (helper docs, issue 11)",
 	"docs/inbox.md":           "being converted (helper pub, issue 11)",
-	"docs/mysql.md":           "being converted (helper docs, issue 11)",
-	"docs/postgres.md":        "being converted (helper docs, issue 11)",
-	"docs/sqlite.md":          "being converted (helpers docs and sqlite, issue 11)",
 }
 
 // repoRoot is the directory of the module's go.mod, found upwards from the
@@ -145,6 +142,7 @@ import "fmt"
 
 func Example() {
 	// snippet-start: hello
+
 	msg := "hello"
 	if msg != "" {
 		fmt.Println(msg)
@@ -152,6 +150,7 @@ func Example() {
 	// snippet-start: inner
 	fmt.Println("inner")
 	// snippet-end: inner
+
 	// snippet-end: hello
 	// Output:
 	// hello
