@@ -17,6 +17,7 @@ import (
 // variables the store sets (see docs/mysql.md). The driver turns TCP
 // keepalives on by itself.
 func Example_relayPool() {
+	// snippet-start: relay-pool
 	config := gomysql.NewConfig()
 	config.Net, config.Addr, config.User, config.DBName = "tcp", "127.0.0.1:3306", "root", "test"
 	config.Timeout = 5 * time.Second       // connecting
@@ -29,6 +30,7 @@ func Example_relayPool() {
 	}
 	db := sql.OpenDB(connector)
 	defer db.Close()
+	// snippet-end: relay-pool
 	db.SetMaxOpenConns(4)
 	fmt.Println("ready")
 	// Output: ready

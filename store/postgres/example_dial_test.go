@@ -12,6 +12,7 @@ import (
 	"github.com/lib/pq"
 )
 
+// snippet-start: dialer
 // relayDialer is the net.Dialer of the relay's own connection pool: TCP
 // keepalives that notice a peer gone silent on an idle connection within
 // about 25 s (10 s idle, then 3 probes 5 s apart) instead of Go's default of
@@ -38,10 +39,13 @@ func (d pqDialer) DialTimeout(network, address string, timeout time.Duration) (n
 	return d.DialContext(ctx, network, address)
 }
 
+// snippet-end: dialer
+
 // A relay's own pool, with TCP keepalives set, on lib/pq and on pgx.
 func Example_relayPool() {
 	dsn := "postgres://app@127.0.0.1:5432/test?sslmode=disable&connect_timeout=5"
 
+	// snippet-start: relay-pool
 	// lib/pq: a connector with a dialer of your own.
 	connector, err := pq.NewConnector(dsn)
 	if err != nil {
@@ -61,6 +65,7 @@ func Example_relayPool() {
 	config.DialFunc = relayDialer.DialContext
 	pgxDB := stdlib.OpenDB(*config)
 	defer pgxDB.Close()
+	// snippet-end: relay-pool
 
 	// A couple of connections per relay lane are plenty.
 	pqDB.SetMaxOpenConns(4)
