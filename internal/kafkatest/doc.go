@@ -5,7 +5,9 @@
 // protocol on 127.0.0.1, so real clients (sarama, franz-go) work against it
 // unchanged. In tests, [Brokers] returns the cluster named by the
 // OMNIBOX_KAFKA_BROKERS environment variable when it is set, and a fresh kfake
-// cluster otherwise; [CreateTopic] and [NewTopic] create topics with a given
+// cluster otherwise (both from package omniboxtest, the public test kit,
+// which this package extends with kfake's options and fault injection);
+// [CreateTopic] and [NewTopic] create topics with a given
 // number of partitions on either. [Kfake] always starts a kfake cluster and
 // returns it, for tests that inject broker failures (kfake's Fault and
 // Control).
@@ -18,7 +20,8 @@
 // retry dropped), acks=all, consumer groups (JoinGroup, SyncGroup, Heartbeat
 // and offset commits, as the watermill-kafka subscriber uses when
 // ConsumerGroup is set), plain partition consumers, topic creation and
-// deletion through sarama's ClusterAdmin, and refusing record batches larger
+// deletion (through franz-go's kadm, as [CreateTopic] does by way of
+// omniboxtest), and refusing record batches larger
 // than message.max.bytes (1048588 bytes, the Kafka default) all behave as on
 // Kafka, with every sarama protocol version from V0_11_0_0 to MaxVersion.
 //

@@ -1,23 +1,22 @@
 package kafkatest
 
 import (
-	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/omnibox-go/omnibox/omniboxtest"
 )
 
 // BrokersEnv is the environment variable that points tests at a real Kafka
 // cluster: a comma-separated list of host:port. When it is unset or empty,
 // tests run against an in-process kfake cluster.
-const BrokersEnv = "OMNIBOX_KAFKA_BROKERS"
+const BrokersEnv = omniboxtest.KafkaBrokersEnv
 
 // DefaultPartitions is how many partitions a topic that [Start]'s cluster
 // creates on first use (auto-creation) gets.
@@ -50,27 +49,12 @@ func defaultOpts(opts []kfake.Opt) []kfake.Opt {
 }
 
 // Brokers returns the brokers tests should use: those in [BrokersEnv] when
-// it is set, or else those of a new kfake cluster from [Start], closed by
-// t.Cleanup. It calls t.Fatal when the cluster cannot start.
+// it is set, or else those of a new in-process cluster that creates unknown
+// topics on first use, closed by t.Cleanup (omniboxtest.StartKafkaConfig).
+// It calls t.Fatal when the cluster cannot start.
 func Brokers(t testing.TB) []string {
 	t.Helper()
-	if env := strings.TrimSpace(os.Getenv(BrokersEnv)); env != "" {
-		var brokers []string
-		for b := range strings.SplitSeq(env, ",") {
-			if b = strings.TrimSpace(b); b != "" {
-				brokers = append(brokers, b)
-			}
-		}
-		if len(brokers) > 0 {
-			return brokers
-		}
-	}
-	brokers, closeFn, err := Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(closeFn)
-	return brokers
+	return omniboxtest.StartKafkaConfig(t, &omniboxtest.KafkaConfig{AutoCreateTopics: true}).Brokers()
 }
 
 // Kfake starts a kfake cluster as [Start] does, whatever [BrokersEnv] says,
@@ -86,31 +70,15 @@ func Kfake(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
 	return cluster
 }
 
-// adminConfig is the sarama configuration of the admin client used by
-// [CreateTopic].
-func adminConfig() *sarama.Config {
-	config := sarama.NewConfig()
-	config.ClientID = "omnibox-kafkatest"
-	config.Version = sarama.V2_8_0_0
-	config.Admin.Timeout = 10 * time.Second
-	return config
-}
-
 // CreateTopic creates topic with the given number of partitions and the
 // cluster's default replication factor, waits until the cluster's metadata
 // shows every partition, and deletes the topic again in t.Cleanup (a failed
-// deletion is only logged). It calls t.Fatal on any error, including a topic
-// that already exists: give each test its own topic, e.g. with [NewTopic].
+// deletion is only logged): omniboxtest.CreateTopics. It calls t.Fatal on
+// any error, including a topic that already exists: give each test its own
+// topic, e.g. with [NewTopic].
 func CreateTopic(t testing.TB, brokers []string, topic string, partitions int32) {
 	t.Helper()
-	if err := createTopic(brokers, topic, partitions); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := deleteTopic(brokers, topic); err != nil {
-			t.Logf("kafkatest: deleting topic %q: %v", topic, err)
-		}
-	})
+	omniboxtest.CreateTopics(t, brokers, partitions, topic)
 }
 
 var topicSeq atomic.Int64
@@ -134,37 +102,4 @@ func NewTopic(t testing.TB, brokers []string, partitions int32) string {
 	topic := fmt.Sprintf("omnibox-test.%s.%d-%d", name, time.Now().UnixNano(), topicSeq.Add(1))
 	CreateTopic(t, brokers, topic, partitions)
 	return topic
-}
-
-func createTopic(brokers []string, topic string, partitions int32) (err error) {
-	admin, err := sarama.NewClusterAdmin(brokers, adminConfig())
-	if err != nil {
-		return fmt.Errorf("kafkatest: connecting to %v: %w", brokers, err)
-	}
-	defer func() { err = errors.Join(err, admin.Close()) }()
-	detail := &sarama.TopicDetail{NumPartitions: partitions, ReplicationFactor: -1}
-	if err := admin.CreateTopic(topic, detail, false); err != nil {
-		return fmt.Errorf("kafkatest: creating topic %q: %w", topic, err)
-	}
-	// A real cluster may answer before every broker knows the topic.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		meta, err := admin.DescribeTopics([]string{topic})
-		if err == nil && len(meta) == 1 && errors.Is(meta[0].Err, sarama.ErrNoError) && len(meta[0].Partitions) == int(partitions) {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("kafkatest: topic %q was created but its metadata did not show %d partitions in time (last error: %v)", topic, partitions, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func deleteTopic(brokers []string, topic string) (err error) {
-	admin, err := sarama.NewClusterAdmin(brokers, adminConfig())
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, admin.Close()) }()
-	return admin.DeleteTopic(topic)
 }
